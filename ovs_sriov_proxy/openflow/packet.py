@@ -1,0 +1,214 @@
+"""PACKET_IN decoding and packet-key extraction: the proxy's hot path, written by hand.
+
+os-ken parses a full OF1.3 PACKET_IN at ~42k/s on our machines (FIELD-NOTES) and cannot build one;
+plain `struct` extraction runs ~20x faster. So PACKET_IN headers and the Ethernet/IP/L4 headers of
+the frame inside are read here with precompiled structs, straight into the packed key the
+classifier hashes (see rules/fields.py). Everything else the proxy receives goes through os-ken.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ..rules.fields import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ETH_TYPE_QINQ,
+    ETH_TYPE_VLAN,
+    FIELDS,
+    IP_PROTO_ICMP,
+    IP_PROTO_ICMPV6,
+    IP_PROTO_SCTP,
+    IP_PROTO_TCP,
+    IP_PROTO_UDP,
+    VLAN_PRESENT,
+)
+from .framing import HEADER_LEN, OFP10, RemoteProtocolError
+
+NO_BUFFER = 0xFFFFFFFF
+OFPR_NO_MATCH = 0
+OFPR_ACTION = 1
+OFP10_PORT_RESERVED_BASE = 0xFF00
+
+_PI10 = struct.Struct("!IHHBx")  # buffer_id, total_len, in_port, reason
+_PI13 = struct.Struct("!IHBBQ")  # buffer_id, total_len, reason, table_id, cookie
+_MATCH_HDR = struct.Struct("!HH")
+_OXM_HDR = struct.Struct("!I")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+OXM_CLASS_OPENFLOW_BASIC = 0x8000
+OXM_FIELD_IN_PORT = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PacketIn:
+    buffer_id: int
+    total_len: int
+    in_port: int  # 32-bit numbering, whatever the version
+    reason: int
+    table_id: int
+    cookie: int
+    data: bytes
+
+
+def port_from_of10(port: int) -> int:
+    """A 16-bit OF1.0 port number in 32-bit numbering (reserved ports move up)."""
+    return port | 0xFFFF0000 if port >= OFP10_PORT_RESERVED_BASE else port
+
+
+def port_to_of10(port: int) -> int:
+    return port & 0xFFFF if port >= 0xFFFFFF00 else port
+
+
+def parse_packet_in(version: int, raw: bytes) -> PacketIn:
+    """Decode a PACKET_IN of any version we speak; raise RemoteProtocolError if it is malformed."""
+    try:
+        if version == OFP10:
+            buffer_id, total_len, in_port, reason = _PI10.unpack_from(raw, HEADER_LEN)
+            return PacketIn(buffer_id, total_len, port_from_of10(in_port), reason, 0, 0,
+                            raw[HEADER_LEN + _PI10.size :])
+        buffer_id, total_len, reason, table_id, cookie = _PI13.unpack_from(raw, HEADER_LEN)
+        match_at = HEADER_LEN + _PI13.size
+        match_type, match_len = _MATCH_HDR.unpack_from(raw, match_at)
+    except struct.error as exc:
+        raise RemoteProtocolError(f"truncated PACKET_IN ({len(raw)} bytes)") from exc
+    if match_len < 4 or match_at + match_len > len(raw):
+        raise RemoteProtocolError(f"PACKET_IN match length {match_len} does not fit")
+    in_port = 0
+    offset = match_at + 4
+    match_end = match_at + match_len
+    while offset + 4 <= match_end:
+        (oxm,) = _OXM_HDR.unpack_from(raw, offset)
+        length = oxm & 0xFF
+        if oxm >> 16 == OXM_CLASS_OPENFLOW_BASIC and (oxm >> 9) & 0x7F == OXM_FIELD_IN_PORT:
+            if length != 4 or offset + 8 > match_end:
+                raise RemoteProtocolError("PACKET_IN in_port OXM has a bad length")
+            (in_port,) = _U32.unpack_from(raw, offset + 4)
+        offset += 4 + length
+    if offset != match_end:
+        raise RemoteProtocolError("PACKET_IN match TLVs overrun the match")
+    data_at = match_at + (match_len + 7) // 8 * 8 + 2  # match padded to 8, then 2 pad bytes
+    if data_at > len(raw):
+        raise RemoteProtocolError("PACKET_IN ends inside its match padding")
+    return PacketIn(buffer_id, total_len, in_port, reason, table_id, cookie, raw[data_at:])
+
+
+# ---- frame -> packed key ----
+
+_OFF = {name: f.offset for name, f in FIELDS.items()}
+_IN_PORT = _OFF["in_port"]
+_ETH_DST = _OFF["eth_dst"]
+_ETH_SRC = _OFF["eth_src"]
+_ETH_TYPE = _OFF["eth_type"]
+_VLAN_VID = _OFF["vlan_vid"]
+_VLAN_PCP = _OFF["vlan_pcp"]
+_IP_DSCP = _OFF["ip_dscp"]
+_IP_ECN = _OFF["ip_ecn"]
+_IP_PROTO = _OFF["ip_proto"]
+_IPV4_SRC = _OFF["ipv4_src"]
+_IPV4_DST = _OFF["ipv4_dst"]
+_IPV6_SRC = _OFF["ipv6_src"]
+_IPV6_DST = _OFF["ipv6_dst"]
+_IPV6_FLABEL = _OFF["ipv6_flabel"]
+_L4 = {
+    IP_PROTO_TCP: (_OFF["tcp_src"], _OFF["tcp_dst"]),
+    IP_PROTO_UDP: (_OFF["udp_src"], _OFF["udp_dst"]),
+    IP_PROTO_SCTP: (_OFF["sctp_src"], _OFF["sctp_dst"]),
+}
+_ICMPV4 = (_OFF["icmpv4_type"], _OFF["icmpv4_code"])
+_ICMPV6 = (_OFF["icmpv6_type"], _OFF["icmpv6_code"])
+_ARP_OP = _OFF["arp_op"]
+_ARP_SPA = _OFF["arp_spa"]
+_ARP_TPA = _OFF["arp_tpa"]
+_ARP_SHA = _OFF["arp_sha"]
+_ARP_THA = _OFF["arp_tha"]
+
+_from_bytes = int.from_bytes
+_IPV4_HDR = struct.Struct("!BBHHHBBH4s4s")
+_PORTS = struct.Struct("!HH")
+_BYTES2 = struct.Struct("!BB")
+
+
+def packet_key(in_port: int, frame: bytes) -> int:
+    """The packed classifier key of a frame (fields the frame does not have stay 0).
+
+    Truncated or odd frames are not an error: a switch may send only the first bytes of a
+    packet; whatever headers are complete are keyed, the rest stays 0.
+    """
+    n = len(frame)
+    key = in_port << _IN_PORT
+    if n < 14:
+        return key
+    key |= _from_bytes(frame[0:6], "big") << _ETH_DST | _from_bytes(frame[6:12], "big") << _ETH_SRC
+    (eth_type,) = _U16.unpack_from(frame, 12)
+    offset = 14
+    if eth_type in (ETH_TYPE_VLAN, ETH_TYPE_QINQ) and n >= 18:
+        (tci, eth_type) = struct.unpack_from("!HH", frame, 14)
+        key |= (VLAN_PRESENT | (tci & 0x0FFF)) << _VLAN_VID | (tci >> 13) << _VLAN_PCP
+        offset = 18
+        # A second (inner) tag is not a match field in OpenFlow 1.3; keep the inner ethertype.
+        if eth_type == ETH_TYPE_VLAN and n >= 22:
+            (eth_type,) = _U16.unpack_from(frame, 20)
+            offset = 22
+    key |= eth_type << _ETH_TYPE
+    if eth_type == ETH_TYPE_IPV4:
+        if n < offset + 20:
+            return key
+        vihl, tos, _tl, _id, frag, _ttl, proto, _sum, src, dst = _IPV4_HDR.unpack_from(frame, offset)
+        key |= (
+            (tos >> 2) << _IP_DSCP
+            | (tos & 3) << _IP_ECN
+            | proto << _IP_PROTO
+            | _from_bytes(src, "big") << _IPV4_SRC
+            | _from_bytes(dst, "big") << _IPV4_DST
+        )
+        if frag & 0x1FFF:  # a later fragment carries no L4 header
+            return key
+        l4 = offset + (vihl & 0x0F) * 4
+        if proto == IP_PROTO_ICMP:
+            if n >= l4 + 2:
+                t, c = _BYTES2.unpack_from(frame, l4)
+                key |= t << _ICMPV4[0] | c << _ICMPV4[1]
+        else:
+            ports = _L4.get(proto)
+            if ports is not None and n >= l4 + 4:
+                sport, dport = _PORTS.unpack_from(frame, l4)
+                key |= sport << ports[0] | dport << ports[1]
+    elif eth_type == ETH_TYPE_IPV6:
+        if n < offset + 40:
+            return key
+        (word,) = _U32.unpack_from(frame, offset)
+        proto = frame[offset + 6]
+        tclass = (word >> 20) & 0xFF
+        key |= (
+            (tclass >> 2) << _IP_DSCP
+            | (tclass & 3) << _IP_ECN
+            | (word & 0xFFFFF) << _IPV6_FLABEL
+            | proto << _IP_PROTO
+            | _from_bytes(frame[offset + 8 : offset + 24], "big") << _IPV6_SRC
+            | _from_bytes(frame[offset + 24 : offset + 40], "big") << _IPV6_DST
+        )
+        l4 = offset + 40
+        if proto == IP_PROTO_ICMPV6:
+            if n >= l4 + 2:
+                t, c = _BYTES2.unpack_from(frame, l4)
+                key |= t << _ICMPV6[0] | c << _ICMPV6[1]
+        else:
+            ports = _L4.get(proto)
+            if ports is not None and n >= l4 + 4:
+                sport, dport = _PORTS.unpack_from(frame, l4)
+                key |= sport << ports[0] | dport << ports[1]
+    elif eth_type == ETH_TYPE_ARP:
+        if n < offset + 28:
+            return key
+        (op,) = _U16.unpack_from(frame, offset + 6)
+        key |= (
+            op << _ARP_OP
+            | _from_bytes(frame[offset + 8 : offset + 14], "big") << _ARP_SHA
+            | _from_bytes(frame[offset + 14 : offset + 18], "big") << _ARP_SPA
+            | _from_bytes(frame[offset + 18 : offset + 24], "big") << _ARP_THA
+            | _from_bytes(frame[offset + 24 : offset + 28], "big") << _ARP_TPA
+        )
+    return key
