@@ -1,0 +1,338 @@
+"""The proxy's side of one bridge connection, as a sans-IO state machine.
+
+Inputs: bytes received (`receive_data`), the passage of time (`handle_timer`), messages the proxy
+wants sent (`send`). Outputs: events (returned lists) and bytes to write (`data_to_send`). Every
+input takes `now` (seconds, monotonic); nothing here reads a clock or touches a socket.
+
+States: HELLO (waiting for the peer's HELLO) -> FEATURES (waiting for the features reply and,
+on 1.3+, the port description) -> READY -> CLOSED. Misses that arrive before READY are held and
+delivered right after `SwitchReady`, so the proxy always knows the datapath first.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ..openflow import codec
+from ..openflow.framing import (
+    HEADER_LEN,
+    OFP10,
+    OFPBRC_BAD_TYPE,
+    OFPET_BAD_REQUEST,
+    OFPET_HELLO_FAILED,
+    OFPHFC_INCOMPATIBLE,
+    OFPT_ECHO_REPLY,
+    OFPT_ECHO_REQUEST,
+    OFPT_ERROR,
+    OFPT_FEATURES_REPLY,
+    OFPT_FLOW_REMOVED,
+    OFPT_HELLO,
+    OFPT_PACKET_IN,
+    OFPT_PORT_STATUS,
+    OFPT13_MULTIPART_REPLY,
+    VERSION_NAMES,
+    Framer,
+    Message,
+    RemoteProtocolError,
+    error,
+    hello,
+    negotiate,
+    simple_message,
+)
+from ..openflow.packet import PacketIn, parse_packet_in, port_from_of10
+
+log = logging.getLogger(__name__)
+
+OFPP_LOCAL = 0xFFFFFFFE
+OFPMP_PORT_DESC = 13
+OFPMPF_REPLY_MORE = 1
+MISS_SEND_LEN_FULL = 0xFFFF  # OFPCML_NO_BUFFER in 1.3; the largest length in 1.0
+# Controller-to-switch message types, which a switch never sends.
+_REQUESTS_10 = frozenset({5, 7, 9, 13, 14, 15, 16, 18, 20})
+_REQUESTS_13 = frozenset({5, 7, 9, 13, 14, 15, 16, 17, 18, 20, 22, 24, 26, 28, 29})
+
+
+class State(enum.Enum):
+    HELLO = "hello"
+    FEATURES = "features"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTiming:
+    hello_timeout: float = 5.0  # a peer that never says HELLO is dropped after this
+    echo_interval: float = 5.0  # an idle peer is probed with ECHO_REQUEST after this
+    dead_interval: float = 15.0  # a peer silent for this long is declared dead
+
+
+@dataclass(frozen=True, slots=True)
+class PortInfo:
+    port_no: int  # 32-bit numbering
+    name: str
+    hw_addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchReady:
+    datapath_id: int
+    version: int
+    n_tables: int
+    n_buffers: int
+    ports: dict[int, PortInfo]
+    bridge_name: str  # the name of the LOCAL port, which OVS names after the bridge
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRemoved:
+    msg: Any  # os-ken OFPFlowRemoved
+
+
+@dataclass(frozen=True, slots=True)
+class PortStatus:
+    reason: int  # OFPPR_ADD / DELETE / MODIFY
+    port: PortInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchError:
+    xid: int
+    err_type: int
+    code: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Unhandled:
+    """A message the session does not interpret (replies, experimenter, ...): for relaying."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    reason: str
+
+
+Event = Union[SwitchReady, PacketIn, FlowRemoved, PortStatus, SwitchError, Unhandled, Closed]
+
+
+@dataclass(slots=True)
+class _Handshake:
+    datapath_id: int = 0
+    n_tables: int = 0
+    n_buffers: int = 0
+    ports: dict[int, PortInfo] = field(default_factory=dict)
+    features_done: bool = False
+    ports_done: bool = False
+
+
+class SwitchSession:
+    def __init__(self, versions: frozenset[int], timing: SessionTiming, now: float) -> None:
+        if not versions:
+            raise ValueError("at least one OpenFlow version must be offered")
+        self.versions = versions
+        self.timing = timing
+        self.state = State.HELLO
+        self.version: int = 0
+        self.datapath_id: int | None = None
+        self.close_reason: str | None = None
+        self._framer = Framer()
+        self._outbox: list[bytes] = [hello(versions)]
+        self._xid = 0
+        self._started = now
+        self._last_rx = now
+        self._echo_sent_at: float | None = None
+        self._handshake = _Handshake()
+        self._held: list[Event] = []
+        self._xid_features = self._xid_ports = -1
+
+    # ---- outputs ----
+
+    def data_to_send(self) -> bytes:
+        if not self._outbox:
+            return b""
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        return data
+
+    def send(self, raw: bytes) -> None:
+        """Queue a complete, already-encoded message for the bridge."""
+        if self.state is State.CLOSED:
+            return
+        self._outbox.append(raw)
+
+    def next_xid(self) -> int:
+        self._xid = (self._xid + 1) & 0xFFFFFFFF or 1
+        return self._xid
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        if self.state is State.HELLO:
+            return self._started + self.timing.hello_timeout
+        if self._echo_sent_at is None:
+            return self._last_rx + self.timing.echo_interval
+        return self._last_rx + self.timing.dead_interval
+
+    # ---- inputs ----
+
+    def handle_timer(self, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.HELLO and now >= self._started + self.timing.hello_timeout:
+            return self._close(f"no HELLO within {self.timing.hello_timeout:g}s")
+        if now - self._last_rx >= self.timing.dead_interval:
+            return self._close(f"silent for {now - self._last_rx:.1f}s (dead peer)")
+        if self._echo_sent_at is None and now - self._last_rx >= self.timing.echo_interval:
+            self._echo_sent_at = now
+            self._outbox.append(simple_message(self.version, OFPT_ECHO_REQUEST, self.next_xid()))
+        return []
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        self._last_rx = now
+        self._echo_sent_at = None
+        try:
+            messages = self._framer.receive_data(data)
+            events: list[Event] = []
+            for message in messages:
+                events.extend(self._handle(message))
+                if self.state is State.CLOSED:
+                    break
+            return events
+        except RemoteProtocolError as exc:
+            return self._close(f"protocol error: {exc}")
+
+    def connection_lost(self, reason: str = "connection closed by peer") -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        return self._close(reason)
+
+    # ---- internals ----
+
+    def _close(self, reason: str) -> list[Event]:
+        self.state = State.CLOSED
+        self.close_reason = reason
+        return [Closed(reason)]
+
+    def _handle(self, message: Message) -> list[Event]:
+        if self.state is State.HELLO:
+            return self._handle_hello(message)
+        msg_type = message.type
+        if msg_type == OFPT_PACKET_IN:
+            event: Event = parse_packet_in(self.version, message.raw)
+            return self._deliver(event)
+        if msg_type == OFPT_ECHO_REQUEST:
+            self._outbox.append(simple_message(self.version, OFPT_ECHO_REPLY, message.xid, message.body))
+            return []
+        if msg_type == OFPT_ECHO_REPLY:
+            return []
+        if msg_type == OFPT_HELLO:
+            raise RemoteProtocolError("second HELLO")
+        if msg_type == OFPT_FEATURES_REPLY and message.xid == self._xid_features:
+            return self._handle_features(message)
+        if (
+            msg_type == OFPT13_MULTIPART_REPLY
+            and self.version != OFP10
+            and message.xid == self._xid_ports
+        ):
+            return self._handle_port_desc(message)
+        if msg_type == OFPT_FLOW_REMOVED:
+            return self._deliver(FlowRemoved(codec.decode(message)))
+        if msg_type == OFPT_PORT_STATUS:
+            msg = codec.decode(message)
+            return self._deliver(PortStatus(msg.reason, _port_info(msg.desc, self.version)))
+        if msg_type == OFPT_ERROR:
+            if len(message.raw) < HEADER_LEN + 4:
+                raise RemoteProtocolError("ERROR message too short")
+            err_type, code = struct.unpack_from("!HH", message.raw, HEADER_LEN)
+            return self._deliver(SwitchError(message.xid, err_type, code, message.raw[HEADER_LEN + 4 :]))
+        if msg_type in (_REQUESTS_10 if self.version == OFP10 else _REQUESTS_13):
+            # A switch sending FLOW_MOD, PACKET_OUT, requests...: refuse it, keep the session.
+            self._outbox.append(error(self.version, message.xid, OFPET_BAD_REQUEST,
+                                      OFPBRC_BAD_TYPE, message.raw))
+            return []
+        return self._deliver(Unhandled(message))
+
+    def _deliver(self, event: Event) -> list[Event]:
+        if self.state is State.READY:
+            return [event]
+        self._held.append(event)
+        return []
+
+    def _handle_hello(self, message: Message) -> list[Event]:
+        if message.type != OFPT_HELLO:
+            raise RemoteProtocolError(f"expected HELLO, got message type {message.type}")
+        version = negotiate(self.versions, message)
+        if version is None:
+            offered = ", ".join(VERSION_NAMES.get(v, hex(v)) for v in sorted(self.versions))
+            self._outbox.append(error(min(self.versions | {message.version}), 0,
+                                      OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE,
+                                      f"we speak {offered}".encode()))
+            return self._close(f"no common OpenFlow version (peer offered 0x{message.version:02x})")
+        self.version = version
+        self._framer.expected_version = version
+        self.state = State.FEATURES
+        parser = codec.parser(version)
+        dp = codec.datapath(version)
+        self._xid_features = self.next_xid()
+        self._outbox.append(codec.serialize(parser.OFPFeaturesRequest(dp), self._xid_features))
+        flags = codec.ofproto(version).OFPC_FRAG_NORMAL
+        self._outbox.append(codec.serialize(parser.OFPSetConfig(dp, flags, MISS_SEND_LEN_FULL),
+                                            self.next_xid()))
+        if version != OFP10:
+            self._xid_ports = self.next_xid()
+            self._outbox.append(codec.serialize(parser.OFPPortDescStatsRequest(dp, 0),
+                                                self._xid_ports))
+        else:
+            self._handshake.ports_done = True
+        return []
+
+    def _handle_features(self, message: Message) -> list[Event]:
+        msg = codec.decode(message)
+        hs = self._handshake
+        hs.datapath_id = msg.datapath_id
+        hs.n_tables = msg.n_tables
+        hs.n_buffers = msg.n_buffers
+        if self.version == OFP10:
+            for port in msg.ports.values():
+                info = _port_info(port, OFP10)
+                hs.ports[info.port_no] = info
+        hs.features_done = True
+        return self._maybe_ready()
+
+    def _handle_port_desc(self, message: Message) -> list[Event]:
+        msg = codec.decode(message)
+        for port in msg.body:
+            info = _port_info(port, self.version)
+            self._handshake.ports[info.port_no] = info
+        if not msg.flags & OFPMPF_REPLY_MORE:
+            self._handshake.ports_done = True
+        return self._maybe_ready()
+
+    def _maybe_ready(self) -> list[Event]:
+        hs = self._handshake
+        if self.state is not State.FEATURES or not (hs.features_done and hs.ports_done):
+            return []
+        self.state = State.READY
+        self.datapath_id = hs.datapath_id
+        local = hs.ports.get(OFPP_LOCAL)
+        name = local.name if local else f"dpid-{hs.datapath_id:016x}"
+        events: list[Event] = [
+            SwitchReady(hs.datapath_id, self.version, hs.n_tables, hs.n_buffers, dict(hs.ports), name)
+        ]
+        events.extend(self._held)
+        self._held.clear()
+        return events
+
+
+def _port_info(port: Any, version: int) -> PortInfo:
+    name = port.name.decode("utf-8", "replace") if isinstance(port.name, bytes) else str(port.name)
+    number = port_from_of10(port.port_no) if version == OFP10 else port.port_no
+    return PortInfo(number, name.rstrip("\x00"), str(port.hw_addr))
