@@ -58,10 +58,6 @@ def port_from_of10(port: int) -> int:
     return port | 0xFFFF0000 if port >= OFP10_PORT_RESERVED_BASE else port
 
 
-def port_to_of10(port: int) -> int:
-    return port & 0xFFFF if port >= 0xFFFFFF00 else port
-
-
 def parse_packet_in(version: int, raw: bytes) -> PacketIn:
     """Decode a PACKET_IN of any version we speak; raise RemoteProtocolError if it is malformed."""
     try:

@@ -1,0 +1,326 @@
+"""The proxy core: answer bridges' misses from the rule store, keep their flow tables honest.
+
+No I/O here: transports hand in session events; the answers are queued on the sessions as bytes.
+For each bridge the proxy knows which flows it installed for which rule (`InstalledFlows`), so
+that a rule change can remove exactly the stale flows, and FLOW_REMOVED keeps that view true.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .openflow import flows
+from .openflow.framing import OFP10
+from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, packet_key
+from .rules.classifier import Classifier
+from .rules.model import OFPP_FLOOD, OFPP_NORMAL, FlowRule, Match, Output
+from .rules.store import (
+    COOKIE_TAG_MASK,
+    PROXY_COOKIE_TAG,
+    RuleChange,
+    RuleStore,
+    cookie_for,
+    rule_id_from_cookie,
+)
+from .sessions.switch import (
+    Closed,
+    FlowRemoved,
+    PortStatus,
+    SwitchError,
+    SwitchReady,
+    SwitchSession,
+    Unhandled,
+)
+
+log = logging.getLogger(__name__)
+
+FALLBACK_ACTIONS = {
+    "drop": (),
+    "flood": (Output(OFPP_FLOOD),),
+    "normal": (Output(OFPP_NORMAL),),
+}
+
+
+@dataclass(slots=True)
+class _Answer:
+    """How to answer a hit on one rule on one bridge without re-encoding anything."""
+
+    flow: flows.FlowAddTemplate | None  # None: the flow depends on the packet (or can't be cached)
+    packet_out: flows.PacketOutTemplate
+
+
+@dataclass(slots=True)
+class Bridge:
+    """One connected bridge, as the proxy sees it."""
+
+    session: SwitchSession
+    name: str
+    datapath_id: int
+    version: int
+    classifier: Classifier
+    ports: dict[int, str]
+    installed: dict[int, set[tuple[int, Match]]] = field(default_factory=dict)  # rule id -> flows
+    answers: dict[int, _Answer] = field(default_factory=dict)
+    counters: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (dpid {self.datapath_id:016x})"
+
+
+class Proxy:
+    def __init__(self, store: RuleStore, *, miss_fallback: str = "drop") -> None:
+        if miss_fallback not in FALLBACK_ACTIONS:
+            raise ValueError(f"unknown miss fallback {miss_fallback!r}")
+        self.store = store
+        self.miss_fallback = miss_fallback
+        self.bridges: dict[SwitchSession, Bridge] = {}
+        self.counters: Counter[str] = Counter()
+        self._fallback_templates: dict[int, flows.PacketOutTemplate] = {}
+
+    # ---- session events ----
+
+    def handle_events(self, session: SwitchSession, events: Iterable[object]) -> None:
+        for event in events:
+            bridge = self.bridges.get(session)
+            if isinstance(event, PacketIn):
+                if bridge is not None:
+                    self._on_packet_in(bridge, event)
+            elif isinstance(event, SwitchReady):
+                self._on_ready(session, event)
+            elif isinstance(event, FlowRemoved):
+                if bridge is not None:
+                    self._on_flow_removed(bridge, event)
+            elif isinstance(event, Closed):
+                self._on_closed(session, bridge, event)
+            elif isinstance(event, SwitchError):
+                if bridge is not None:
+                    bridge.counters["errors"] += 1
+                    log.warning("%s: switch reported error type %d code %d (xid %d)",
+                                bridge.label, event.err_type, event.code, event.xid)
+            elif isinstance(event, PortStatus):
+                if bridge is not None:
+                    self._on_port_status(bridge, event)
+            elif isinstance(event, Unhandled):
+                pass  # replies to requests nobody made here (relayed once controllers exist)
+
+    def _on_ready(self, session: SwitchSession, ready: SwitchReady) -> None:
+        for other_session, other in list(self.bridges.items()):
+            if other.datapath_id == ready.datapath_id:
+                log.warning("%s: reconnected; dropping its previous session", other.label)
+                del self.bridges[other_session]
+        bridge = Bridge(
+            session=session,
+            name=ready.bridge_name,
+            datapath_id=ready.datapath_id,
+            version=ready.version,
+            classifier=self.store.classifier(ready.bridge_name),
+            ports={p.port_no: p.name for p in ready.ports.values()},
+        )
+        self.bridges[session] = bridge
+        self.counters["bridges_connected"] += 1
+        log.info("%s: connected with OpenFlow 0x%02x, %d ports, %d rules apply", bridge.label,
+                 ready.version, len(ready.ports), len(bridge.classifier))
+        # Flows of an earlier run may no longer match the rules: start from a clean slate.
+        self._delete_all_proxy_flows(bridge)
+        miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
+        if miss:
+            session.send(miss)
+
+    def _on_closed(self, session: SwitchSession, bridge: Bridge | None, closed: Closed) -> None:
+        if bridge is None:
+            log.info("session closed before the handshake finished: %s", closed.reason)
+            return
+        if self.bridges.get(session) is bridge:
+            del self.bridges[session]
+        log.info("%s: disconnected: %s", bridge.label, closed.reason)
+
+    def _on_port_status(self, bridge: Bridge, event: PortStatus) -> None:
+        if event.reason == 1:  # OFPPR_DELETE
+            bridge.ports.pop(event.port.port_no, None)
+        else:
+            bridge.ports[event.port.port_no] = event.port.name
+
+    # ---- the miss path ----
+
+    def _on_packet_in(self, bridge: Bridge, packet_in: PacketIn) -> None:
+        counters = bridge.counters
+        counters["packet_ins"] += 1
+        if packet_in.reason != OFPR_NO_MATCH:
+            # Sent by an explicit output:CONTROLLER action; answering it from the same rules
+            # would loop. It is for upstream controllers.
+            counters["action_packet_ins"] += 1
+            return
+        key = packet_key(packet_in.in_port, packet_in.data)
+        hit = bridge.classifier.lookup(key)
+        if hit is None:
+            self._fallback(bridge, packet_in)
+            return
+        rule_id, rule = hit
+        counters["hits"] += 1
+        answer = bridge.answers.get(rule_id)
+        if answer is None:
+            answer = bridge.answers[rule_id] = self._prepare_answer(bridge, rule_id, rule)
+        session = bridge.session
+        buffered = packet_in.buffer_id != NO_BUFFER
+        if answer.flow is not None:
+            session.send(answer.flow.render(session.next_xid(), packet_in.buffer_id))
+            flows_for_rule = bridge.installed.get(rule_id)
+            if flows_for_rule is None:
+                flows_for_rule = bridge.installed[rule_id] = set()
+            flows_for_rule.add((rule.priority, rule.match))
+        else:
+            installed = self._install_narrowed(bridge, rule_id, rule, key, packet_in.buffer_id)
+            buffered = buffered and installed
+        if not buffered:
+            if packet_in.total_len > len(packet_in.data):
+                counters["truncated"] += 1
+                log.warning("%s: cannot release a truncated unbuffered packet (%d of %d bytes)",
+                            bridge.label, len(packet_in.data), packet_in.total_len)
+                return
+            session.send(answer.packet_out.render(session.next_xid(), packet_in.in_port,
+                                                  NO_BUFFER, packet_in.data))
+
+    def _prepare_answer(self, bridge: Bridge, rule_id: int, rule: FlowRule) -> _Answer:
+        flow: flows.FlowAddTemplate | None = None
+        if not bridge.classifier.overlapping_above(rule_id):
+            try:
+                flow = flows.FlowAddTemplate(
+                    bridge.version, rule.match, rule.actions, priority=rule.priority,
+                    cookie=cookie_for(rule_id), idle_timeout=rule.idle_timeout,
+                    hard_timeout=rule.hard_timeout)
+            except flows.Unrepresentable as exc:
+                log.debug("%s: rule %d needs a per-packet flow: %s", bridge.label, rule_id, exc)
+        return _Answer(flow, self._packet_out_template(bridge, rule.actions))
+
+    def _packet_out_template(self, bridge: Bridge, actions: tuple) -> flows.PacketOutTemplate:
+        try:
+            return flows.PacketOutTemplate(actions, bridge.version)
+        except flows.Unrepresentable:
+            log.warning("%s: actions %r cannot be expressed in OpenFlow 0x%02x; dropping",
+                        bridge.label, actions, bridge.version)
+            return flows.PacketOutTemplate((), bridge.version)
+
+    def _install_narrowed(self, bridge: Bridge, rule_id: int, rule: FlowRule, key: int,
+                          buffer_id: int) -> bool:
+        """Install the dependency-safe flow for this packet; False if none can be installed."""
+        match = bridge.classifier.cache_match(rule_id, key)
+        session = bridge.session
+        try:
+            message = flows.flow_add(
+                bridge.version, match, rule.actions, priority=rule.priority,
+                cookie=cookie_for(rule_id), idle_timeout=rule.idle_timeout,
+                hard_timeout=rule.hard_timeout, buffer_id=buffer_id, key=key,
+                xid=session.next_xid())
+            if bridge.version == OFP10:
+                # What a 1.0 bridge holds may be narrower than `match` (exact where 1.0 has no masks).
+                match = flows.decode_match(flows.encode_match(match, OFP10, key), OFP10)
+        except flows.Unrepresentable as exc:
+            bridge.counters["uncacheable"] += 1
+            log.debug("%s: no flow for rule %d on this version: %s", bridge.label, rule_id, exc)
+            return False
+        session.send(message)
+        bridge.counters["narrowed_flows"] += 1
+        bridge.installed.setdefault(rule_id, set()).add((rule.priority, match))
+        return True
+
+    def _fallback(self, bridge: Bridge, packet_in: PacketIn) -> None:
+        bridge.counters[f"fallback_{self.miss_fallback}"] += 1
+        template = self._fallback_templates.get(bridge.version)
+        if template is None:
+            template = flows.PacketOutTemplate(FALLBACK_ACTIONS[self.miss_fallback], bridge.version)
+            self._fallback_templates[bridge.version] = template
+        if packet_in.buffer_id == NO_BUFFER and not template.actions:
+            return  # dropping an unbuffered packet needs no message at all
+        session = bridge.session
+        data = packet_in.data if packet_in.buffer_id == NO_BUFFER else b""
+        session.send(template.render(session.next_xid(), packet_in.in_port, packet_in.buffer_id, data))
+
+    def _on_flow_removed(self, bridge: Bridge, event: FlowRemoved) -> None:
+        msg = event.msg
+        rule_id = rule_id_from_cookie(msg.cookie)
+        if rule_id is None:
+            return
+        bridge.counters["flows_removed"] += 1
+        installed = bridge.installed.get(rule_id)
+        if installed is not None:
+            try:
+                match = flows.decode_match(msg.match, bridge.version)
+            except flows.Unrepresentable:
+                return
+            installed.discard((msg.priority, match))
+            if not installed:
+                del bridge.installed[rule_id]
+
+    # ---- rule changes ----
+
+    def apply_rule_change(self, change: RuleChange) -> None:
+        """Bring every connected bridge in line with a change of the store."""
+        for bridge in self.bridges.values():
+            for rule_id, rule in change.removed:
+                bridge.answers.pop(rule_id, None)
+                self._delete_rule_flows(bridge, rule_id)
+            if change.added:
+                # Cached answers of rules that now have a new rule above them are stale.
+                bridge.answers.clear()
+            for _, rule in change.added:
+                if rule.applies_to(bridge.name):
+                    self._delete_shadowing_flows(bridge, rule)
+
+    def _delete_rule_flows(self, bridge: Bridge, rule_id: int) -> None:
+        installed = bridge.installed.pop(rule_id, set())
+        session = bridge.session
+        if bridge.version != OFP10:
+            session.send(flows.flow_delete(bridge.version, cookie=cookie_for(rule_id),
+                                           cookie_mask=0xFFFFFFFFFFFFFFFF, xid=session.next_xid()))
+            return
+        for priority, match in installed:
+            self._delete_strict(bridge, priority, match)
+
+    def _delete_shadowing_flows(self, bridge: Bridge, new_rule: FlowRule) -> None:
+        """Flows of lower-priority rules that overlap a new rule would hide it: remove them."""
+        for rule_id, flows_of_rule in list(bridge.installed.items()):
+            stale = {(p, m) for p, m in flows_of_rule if p < new_rule.priority
+                     and m.overlaps(new_rule.match)}
+            for priority, match in stale:
+                self._delete_strict(bridge, priority, match)
+            flows_of_rule -= stale
+            if not flows_of_rule:
+                del bridge.installed[rule_id]
+
+    def _delete_strict(self, bridge: Bridge, priority: int, match: Match) -> None:
+        session = bridge.session
+        try:
+            session.send(flows.flow_delete(bridge.version, match=match, strict=True,
+                                           priority=priority, xid=session.next_xid()))
+        except flows.Unrepresentable as exc:  # pragma: no cover - it was installed, so it encodes
+            log.error("%s: cannot delete flow %s: %s", bridge.label, match, exc)
+        bridge.counters["flows_deleted"] += 1
+
+    def _delete_all_proxy_flows(self, bridge: Bridge) -> None:
+        if bridge.version == OFP10:
+            return  # 1.0 cannot delete by cookie; see docs/architecture.md (stale 1.0 flows)
+        session = bridge.session
+        session.send(flows.flow_delete(bridge.version, cookie=PROXY_COOKIE_TAG,
+                                       cookie_mask=COOKIE_TAG_MASK, xid=session.next_xid()))
+
+    # ---- introspection ----
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "rules": len(self.store),
+            "bridges": [
+                {
+                    "name": b.name,
+                    "datapath_id": f"{b.datapath_id:016x}",
+                    "version": b.version,
+                    "ports": len(b.ports),
+                    "installed_flows": sum(len(v) for v in b.installed.values()),
+                    "counters": dict(b.counters),
+                }
+                for b in self.bridges.values()
+            ],
+        }

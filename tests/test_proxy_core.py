@@ -1,0 +1,143 @@
+"""The proxy core over a real SwitchSession, with no sockets: misses in, OpenFlow bytes out."""
+
+from __future__ import annotations
+
+import struct
+
+from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_3_parser
+
+from ovs_sriov_proxy.openflow import flows
+from ovs_sriov_proxy.openflow.framing import OFP13, OFPT_FLOW_MOD, OFPT_PACKET_OUT, Framer
+from ovs_sriov_proxy.openflow.packet import packet_key
+from ovs_sriov_proxy.proxy import Proxy
+from ovs_sriov_proxy.rules.flowparse import parse_flow
+from ovs_sriov_proxy.rules.store import PROXY_COOKIE_TAG, RuleStore
+from ovs_sriov_proxy.sessions.switch import FlowRemoved, SessionTiming, SwitchSession
+
+from .test_packet import UDP_FRAME, packet_in_13
+from .test_switch_session import handshake_13
+
+DP = ofproto_protocol.ProtocolDesc(OFP13)
+
+
+def connected(rules: list[str], fallback: str = "drop") -> tuple[Proxy, SwitchSession]:
+    store = RuleStore()
+    store.replace_origin("config", [parse_flow(r) for r in rules])
+    proxy = Proxy(store, miss_fallback=fallback)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    session.data_to_send()  # the table-miss flow and the stale-flow delete
+    return proxy, session
+
+
+def sent(session: SwitchSession) -> list:
+    return Framer().receive_data(session.data_to_send())
+
+
+def flow_mod(message) -> ofproto_v1_3_parser.OFPFlowMod:
+    return ofproto_v1_3_parser.OFPFlowMod.parser(DP, OFP13, OFPT_FLOW_MOD, len(message.raw),
+                                                message.xid, message.raw)
+
+
+def miss(proxy: Proxy, session: SwitchSession, frame: bytes = UDP_FRAME, in_port: int = 1,
+         buffer_id: int = 0xFFFFFFFF) -> list:
+    events = session.receive_data(packet_in_13(in_port, frame, buffer_id=buffer_id), 1)
+    proxy.handle_events(session, events)
+    return sent(session)
+
+
+def test_connect_installs_the_table_miss_flow_and_clears_stale_proxy_flows() -> None:
+    store = RuleStore()
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    mods = [flow_mod(m) for m in sent(session)]
+    delete, table_miss = mods
+    assert delete.command == ofproto_v1_3.OFPFC_DELETE
+    assert (delete.cookie, delete.cookie_mask) == (PROXY_COOKIE_TAG, 0xFFFF << 48)
+    assert table_miss.priority == 0 and len(table_miss.match.fields) == 0
+    assert table_miss.instructions[0].actions[0].port == ofproto_v1_3.OFPP_CONTROLLER
+
+
+def test_hit_installs_the_rule_and_releases_the_packet() -> None:
+    proxy, session = connected(["priority=100,in_port=1,udp,tp_dst=5060 actions=output:2"])
+    out = miss(proxy, session)
+    assert [m.type for m in out] == [OFPT_FLOW_MOD, OFPT_PACKET_OUT]
+    mod = flow_mod(out[0])
+    assert mod.priority == 100 and mod.cookie >> 48 == 0x5052
+    assert dict(mod.match.items()) == {"in_port": 1, "eth_type": 0x0800, "ip_proto": 17,
+                                       "udp_dst": 5060}
+    assert mod.flags & ofproto_v1_3.OFPFF_SEND_FLOW_REM
+    assert out[1].raw.endswith(UDP_FRAME)
+    bridge = next(iter(proxy.bridges.values()))
+    assert bridge.counters["hits"] == 1
+
+
+def test_buffered_hit_is_released_by_the_flow_mod_alone() -> None:
+    proxy, session = connected(["priority=100,udp actions=output:2"])
+    out = miss(proxy, session, buffer_id=42)
+    assert [m.type for m in out] == [OFPT_FLOW_MOD]
+    assert flow_mod(out[0]).buffer_id == 42
+
+
+def test_hit_under_an_overlapping_higher_rule_installs_a_narrowed_flow() -> None:
+    proxy, session = connected(["priority=10,udp actions=output:2",
+                                "priority=20,udp,nw_dst=10.0.0.9 actions=output:3"])
+    out = miss(proxy, session)  # UDP_FRAME goes to 10.0.0.2
+    mod = flow_mod(out[0])
+    assert mod.priority == 10
+    assert dict(mod.match.items())["ipv4_dst"] == "10.0.0.2"
+
+
+def test_miss_without_rule_drop_sends_nothing_and_flood_floods() -> None:
+    proxy, session = connected(["priority=100,in_port=9 actions=output:2"])
+    assert miss(proxy, session) == []
+    proxy, session = connected(["priority=100,in_port=9 actions=output:2"], fallback="flood")
+    out = miss(proxy, session)
+    assert [m.type for m in out] == [OFPT_PACKET_OUT]
+    # actions: one OUTPUT to FLOOD (0xfffffffb) right after the fixed PACKET_OUT header.
+    assert struct.unpack_from("!HHI", out[0].raw, 24)[2] == ofproto_v1_3.OFPP_FLOOD
+    bridge = next(iter(proxy.bridges.values()))
+    assert bridge.counters["fallback_flood"] == 1
+
+
+def test_flow_removed_forgets_the_flow_and_rule_removal_deletes_by_cookie() -> None:
+    proxy, session = connected(["priority=100,udp actions=output:2"])
+    miss(proxy, session)
+    bridge = next(iter(proxy.bridges.values()))
+    (rule_id,) = bridge.installed
+    rule = proxy.store.get(rule_id)
+    assert bridge.installed[rule_id] == {(100, rule.match)}
+    removed = ofproto_v1_3_parser.OFPFlowRemoved(
+        DP, cookie=PROXY_COOKIE_TAG | rule_id, priority=100, reason=0, table_id=0,
+        match=flows.encode_match(rule.match, OFP13))
+    proxy.handle_events(session, [FlowRemoved(removed)])
+    assert rule_id not in bridge.installed
+    miss(proxy, session)
+    change = proxy.store.replace_origin("config", [])
+    proxy.apply_rule_change(change)
+    (delete,) = [flow_mod(m) for m in sent(session)]
+    assert delete.command == ofproto_v1_3.OFPFC_DELETE
+    assert (delete.cookie, delete.cookie_mask) == (PROXY_COOKIE_TAG | rule_id, 2**64 - 1)
+    assert miss(proxy, session) == []  # the rule is gone: fallback drop
+
+
+def test_new_higher_rule_deletes_flows_it_would_be_shadowed_by() -> None:
+    proxy, session = connected(["priority=10,udp actions=output:2"])
+    miss(proxy, session)
+    change = proxy.store.replace_origin("config", [
+        parse_flow("priority=10,udp actions=output:2"),
+        parse_flow("priority=50,udp,tp_dst=5060 actions=output:3"),
+    ])
+    assert len(change.added) == 1 and not change.removed
+    proxy.apply_rule_change(change)
+    (delete,) = [flow_mod(m) for m in sent(session)]
+    assert delete.command == ofproto_v1_3.OFPFC_DELETE_STRICT and delete.priority == 10
+    out = miss(proxy, session)
+    assert [a.port for a in flow_mod(out[0]).instructions[0].actions] == [3]
+
+
+def test_packet_key_of_the_test_frame_is_what_the_rules_expect() -> None:
+    # Guards the fixtures above: UDP_FRAME is UDP to port 5060 at 10.0.0.2.
+    rule = parse_flow("udp,nw_dst=10.0.0.2,tp_dst=5060 actions=drop")
+    assert rule.match.matches(packet_key(1, UDP_FRAME))
