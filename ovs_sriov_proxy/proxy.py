@@ -136,7 +136,8 @@ class Proxy:
             return
         if self.bridges.get(session) is bridge:
             del self.bridges[session]
-        log.info("%s: disconnected: %s", bridge.label, closed.reason)
+        log.info("%s: disconnected: %s; %s", bridge.label, closed.reason,
+                 " ".join(f"{k}={v}" for k, v in sorted(bridge.counters.items())) or "no traffic")
 
     def _on_port_status(self, bridge: Bridge, event: PortStatus) -> None:
         if event.reason == 1:  # OFPPR_DELETE

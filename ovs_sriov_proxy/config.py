@@ -1,0 +1,724 @@
+"""The proxy's TOML configuration: schema, validation and error locations.
+
+Everything is checked before anything starts, and every problem is reported as
+`{file}:{line}: {key}: {problem}` (e.g. `proxy.toml:12: rules[2].flow: unknown action 'outptu'`).
+Array indices in keys count from 0. tomllib gives no positions, so a small scanner (`_Locator`)
+maps each key path to the line where it is written; it runs only on text tomllib accepted.
+The result is immutable: reloading means loading a new `Config`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import math
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .rules.flowparse import FlowSyntaxError, parse_flow, parse_match
+from .rules.model import FlowRule, Match
+from .targets import (
+    ActiveTarget,
+    PassiveTarget,
+    TargetError,
+    parse_active,
+    parse_passive,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "ControllerConfig",
+    "PrimacyConfig",
+    "ProxyConfig",
+    "TimeWindow",
+    "TlsConfig",
+    "load_config",
+    "parse_config",
+]
+
+PROTOCOLS = ("OpenFlow10", "OpenFlow13", "OpenFlow14", "OpenFlow15")
+MISS_FALLBACKS = ("drop", "flood", "normal")
+DEFAULT_LISTEN = ("ptcp:6653:127.0.0.1",)
+DEFAULT_STATE_DIR = "/var/lib/ovs-sriov-proxy"
+MAX_MISS_TIMEOUT_MS = 60_000
+MAX_CONTROLLER_PRIORITY = 2**31 - 1
+
+KeyPath = tuple[str | int, ...]
+MissFallback = Literal["drop", "flood", "normal"]
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """Key material for an ssl:/pssl: connection (paths are absolute once loaded)."""
+
+    private_key: Path
+    """PEM private key of this end."""
+    certificate: Path
+    """PEM certificate of this end, matching private_key."""
+    ca_cert: Path
+    """PEM CA certificate the peer's certificate must chain to."""
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """A daily local-time window; one whose end is before its start wraps midnight."""
+
+    start: datetime.time
+    """First minute inside the window."""
+    end: datetime.time
+    """First minute after the window (00:00 for a window ending at 24:00)."""
+
+    def contains(self, moment: datetime.time) -> bool:
+        if self.start < self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+    def __str__(self) -> str:
+        end = "24:00" if self.end == datetime.time(0, 0) else self.end.strftime("%H:%M")
+        return f"{self.start.strftime('%H:%M')}-{end}"
+
+
+@dataclass(frozen=True, slots=True)
+class PrimacyConfig:
+    """When a controller's answers win over higher-priority ones (used by the arbiter)."""
+
+    hours: tuple[TimeWindow, ...] = ()
+    """Local-time windows in which the controller has primacy; empty means always."""
+    max_packet_in_rate: float | None = None
+    """Packet-ins per second above which the controller loses primacy; None means no limit."""
+    scope: Match | None = None
+    """Only misses matching this have the controller's primacy; None means every miss."""
+    scope_text: str = ""
+    """The scope as the operator wrote it, for messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    """One upstream OpenFlow controller."""
+
+    name: str
+    """Unique name, used in logs and as the origin of rules the controller installs."""
+    target: ActiveTarget
+    """Where to connect."""
+    priority: int = 0
+    """Higher wins when several controllers answer the same miss."""
+    primacy: PrimacyConfig | None = None
+    """Conditions under which this controller wins regardless of priority."""
+    tls: TlsConfig | None = None
+    """Key material; present exactly when the target is ssl:."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The [proxy] table: how the proxy faces its bridges."""
+
+    listen: tuple[PassiveTarget, ...] = ()
+    """Passive targets the bridges connect to."""
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    """Where the proxy keeps its state (rules backup); relative paths resolve against the file."""
+    protocols: tuple[str, ...] = PROTOCOLS
+    """OpenFlow versions offered to bridges, by OVS name."""
+    miss_fallback: MissFallback = "drop"
+    """What happens to a miss that no rule and no controller answers."""
+    echo_interval: float = 5.0
+    """Seconds of idleness on a session before the proxy sends an echo request."""
+    dead_interval: float = 15.0
+    """Seconds of silence after which a session is declared dead (> echo_interval)."""
+    hello_timeout: float = 5.0
+    """Seconds a new connection has to send its HELLO."""
+    miss_timeout_ms: int = 200
+    """Milliseconds a miss may wait for controllers' answers."""
+    tls: TlsConfig | None = None
+    """Key material for pssl: listeners; required when any listen target is pssl:."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, validated configuration file."""
+
+    proxy: ProxyConfig
+    """The [proxy] table."""
+    rules: tuple[FlowRule, ...]
+    """Local rules from [[rules]], in file order, each scoped to its bridge (None: all)."""
+    controllers: tuple[ControllerConfig, ...]
+    """Upstream controllers from [[controllers]], in file order."""
+    source_path: Path
+    """The file this was read from ("<string>" for text given directly)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+def _key_text(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem: file, 1-based line (0 if unknown), dotted key and what is wrong."""
+
+    path: str
+    line: int
+    key: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.key}: {self.problem}"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; str() lists every issue found, one per line."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        if not issues:
+            raise ValueError("ConfigError needs at least one issue")
+        self.issues = tuple(issues)
+        first = self.issues[0]
+        self.path, self.line, self.key, self.problem = first.path, first.line, first.key, first.problem
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+# --------------------------------------------------------------------------------------------
+# Locating keys in the raw text
+
+
+class _Locator:
+    """Line numbers of the keys, table headers and array elements of a valid TOML text.
+
+    Paths are like the parsed data's: ("rules", 2, "flow"), ("proxy", "listen", 0). Good enough
+    for hand-written files; a lookup that fails falls back to the nearest enclosing key.
+    """
+
+    _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+    _VALUE_END = re.compile(r"[,\]}\n#]")
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[KeyPath, int] = {}
+        self._text = text
+        self._pos = 0
+        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self._tables: dict[KeyPath, int] = {}  # array-of-tables path -> index of its last entry
+        try:
+            self._document()
+        except (IndexError, ValueError):
+            pass  # only positions are lost; tomllib already vouched for the syntax
+
+    def line_of(self, path: KeyPath) -> int:
+        for length in range(len(path), 0, -1):
+            line = self.lines.get(path[:length])
+            if line:
+                return line
+        return 0
+
+    # -- scanning
+
+    def _line(self) -> int:
+        return bisect.bisect_left(self._newlines, self._pos) + 1
+
+    def _peek(self, count: int = 1) -> str:
+        return self._text[self._pos : self._pos + count]
+
+    def _skip_blank(self, newlines: bool) -> None:
+        text = self._text
+        while self._pos < len(text):
+            char = text[self._pos]
+            if char in " \t" or (newlines and char in "\r\n"):
+                self._pos += 1
+            elif char == "#" and newlines:
+                end = text.find("\n", self._pos)
+                self._pos = len(text) if end < 0 else end
+            else:
+                return
+
+    def _document(self) -> None:
+        current: KeyPath = ()
+        while True:
+            self._skip_blank(newlines=True)
+            if self._pos >= len(self._text):
+                return
+            line = self._line()
+            if self._peek() == "[":
+                many = self._peek(2) == "[["
+                self._pos += 2 if many else 1
+                current = self._header(self._key(), many)
+                self._pos += 2 if many else 1
+                self.lines.setdefault(current, line)
+            else:
+                key = self._key()
+                self._pos += 1  # "="
+                self._record(current, key, line)
+                self._value(current + tuple(key))
+            self._skip_to_line_end()
+
+    def _skip_to_line_end(self) -> None:
+        end = self._text.find("\n", self._pos)
+        self._pos = len(self._text) if end < 0 else end
+
+    def _record(self, base: KeyPath, key: list[str], line: int) -> None:
+        for length in range(1, len(key) + 1):
+            self.lines.setdefault(base + tuple(key[:length]), line)
+
+    def _header(self, key: list[str], many: bool) -> KeyPath:
+        resolved: list[str | int] = []
+        for index, part in enumerate(key):
+            resolved.append(part)
+            last = index == len(key) - 1
+            if tuple(resolved) in self._tables and not (many and last):
+                resolved.append(self._tables[tuple(resolved)])
+        if many:
+            entry = self._tables.get(tuple(resolved), -1) + 1
+            self._tables[tuple(resolved)] = entry
+            resolved.append(entry)
+        return tuple(resolved)
+
+    def _key(self) -> list[str]:
+        parts = []
+        while True:
+            self._skip_blank(newlines=False)
+            char = self._peek()
+            if char in ('"', "'"):
+                start = self._pos
+                self._string()
+                parts.append(tomllib.loads(f"k = {self._text[start:self._pos]}")["k"])
+            else:
+                found = self._BARE_KEY.match(self._text, self._pos)
+                if found is None:
+                    raise ValueError("not a key")
+                parts.append(found.group())
+                self._pos = found.end()
+            self._skip_blank(newlines=False)
+            if self._peek() != ".":
+                return parts
+            self._pos += 1
+
+    def _string(self) -> None:
+        text = self._text
+        for quote in ('"""', "'''", '"', "'"):
+            if text.startswith(quote, self._pos):
+                break
+        self._pos += len(quote)
+        escapes = quote[0] == '"'
+        while not text.startswith(quote, self._pos):
+            if text[self._pos] == "\\" and escapes:
+                self._pos += 1
+            self._pos += 1
+            if self._pos >= len(text):
+                raise IndexError("unterminated string")
+        self._pos += len(quote)
+        while len(quote) == 3 and self._peek() == quote[0]:  # up to two quotes end the content
+            self._pos += 1
+
+    def _value(self, path: KeyPath) -> None:
+        self._skip_blank(newlines=False)
+        char = self._peek()
+        if char in ('"', "'"):
+            self._string()
+        elif char == "[":
+            self._pos += 1
+            index = 0
+            while True:
+                self._skip_blank(newlines=True)
+                if self._peek() == "]":
+                    self._pos += 1
+                    return
+                self.lines.setdefault(path + (index,), self._line())
+                self._value(path + (index,))
+                index += 1
+                self._skip_blank(newlines=True)
+                if self._peek() == ",":
+                    self._pos += 1
+        elif char == "{":
+            self._pos += 1
+            while True:
+                self._skip_blank(newlines=False)
+                if self._peek() == "}":
+                    self._pos += 1
+                    return
+                line = self._line()
+                key = self._key()
+                self._pos += 1  # "="
+                self._record(path, key, line)
+                self._value(path + tuple(key))
+                self._skip_blank(newlines=False)
+                if self._peek() == ",":
+                    self._pos += 1
+        else:  # number, boolean or date: up to the next delimiter
+            found = self._VALUE_END.search(self._text, self._pos)
+            self._pos = len(self._text) if found is None else found.start()
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+class _Checker:
+    """Reads the parsed TOML, recording every problem with its location."""
+
+    def __init__(self, source: str, locator: _Locator, base_dir: Path) -> None:
+        self.source = source
+        self.locator = locator
+        self.base_dir = base_dir
+        self.issues: list[ConfigIssue] = []
+
+    def error(self, path: KeyPath, problem: str) -> None:
+        line = self.locator.line_of(path)
+        self.issues.append(ConfigIssue(self.source, line, _key_text(path), problem))
+
+    def table(self, data: dict[str, Any], path: KeyPath, allowed: Sequence[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                self.error(path + (key,), f"unknown key (expected one of: {', '.join(allowed)})")
+
+    def get(self, data: dict[str, Any], path: KeyPath, key: str, kind: type | tuple[type, ...],
+            expected: str, *, required: bool = False) -> Any:
+        """data[key] if it has the right type; _MISSING if absent or wrong (wrong is reported)."""
+        if key not in data:
+            if required:
+                self.error(path + (key,), "required key is missing")
+            return _MISSING
+        value = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            self.error(path + (key,), f"expected {expected}, got {_type_name(value)}")
+            return _MISSING
+        return value
+
+    def number(self, data: dict[str, Any], path: KeyPath, key: str, default: float,
+               *, above: float = 0.0) -> float:
+        value = self.get(data, path, key, (int, float), "a number")
+        if value is _MISSING:
+            return default
+        if not math.isfinite(value) or value <= above:
+            self.error(path + (key,), f"must be a number greater than {above:g}, got {value}")
+            return default
+        return float(value)
+
+    def strings(self, data: dict[str, Any], path: KeyPath, key: str) -> list[tuple[int, str]] | None:
+        """(index, string) of a non-empty array of strings; None if absent or invalid."""
+        value = self.get(data, path, key, list, "an array of strings")
+        if value is _MISSING:
+            return None
+        if not value:
+            self.error(path + (key,), "must not be empty")
+            return None
+        good = []
+        for index, item in enumerate(value):
+            if isinstance(item, str):
+                good.append((index, item))
+            else:
+                self.error(path + (key, index), f"expected a string, got {_type_name(item)}")
+        return good
+
+    def tables(self, data: dict[str, Any], key: str) -> list[tuple[KeyPath, dict[str, Any]]]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.error((key,), f"expected an array of tables ([[{key}]]), got {_type_name(value)}")
+            return []
+        return [((key, index), entry) for index, entry in enumerate(value)]
+
+    def file(self, data: dict[str, Any], path: KeyPath, key: str) -> Path | None:
+        value = self.get(data, path, key, str, "a file path", required=True)
+        if value is _MISSING:
+            return None
+        if not value:
+            self.error(path + (key,), "must not be empty")
+            return None
+        resolved: Path = (self.base_dir / value).absolute()
+        if not resolved.is_file():
+            self.error(path + (key,), f"file not found: {resolved}")
+            return None
+        return resolved
+
+
+def _tls(check: _Checker, data: dict[str, Any], path: KeyPath) -> TlsConfig | None:
+    check.table(data, path, ("private_key", "certificate", "ca_cert"))
+    files = [check.file(data, path, key) for key in ("private_key", "certificate", "ca_cert")]
+    if None in files:
+        return None
+    private_key, certificate, ca_cert = files
+    assert private_key and certificate and ca_cert
+    return TlsConfig(private_key, certificate, ca_cert)
+
+
+_WINDOW_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
+
+
+def _window(check: _Checker, text: str, path: KeyPath) -> TimeWindow | None:
+    found = _WINDOW_RE.fullmatch(text)
+    if found is None or (found.group(3) == "24" and found.group(4) != "00"):
+        check.error(path, f"{text!r} is not a time window HH:MM-HH:MM (e.g. \"08:00-18:00\")")
+        return None
+    start = datetime.time(int(found.group(1)), int(found.group(2)))
+    end = datetime.time(int(found.group(3)) % 24, int(found.group(4)))
+    if start == end:
+        check.error(path, f"{text!r} is empty (start equals end)")
+        return None
+    return TimeWindow(start, end)
+
+
+def _primacy(check: _Checker, data: dict[str, Any], path: KeyPath) -> PrimacyConfig:
+    check.table(data, path, ("hours", "max_packet_in_rate", "scope"))
+    windows = []
+    for index, text in check.strings(data, path, "hours") or []:
+        window = _window(check, text, path + ("hours", index))
+        if window is not None:
+            windows.append(window)
+    rate: float | None = None
+    if "max_packet_in_rate" in data:
+        rate = check.number(data, path, "max_packet_in_rate", 0.0)
+    scope, scope_text = None, ""
+    text = check.get(data, path, "scope", str, "an ovs-ofctl match string")
+    if text is not _MISSING:
+        try:
+            scope, scope_text = parse_match(text), text
+        except FlowSyntaxError as exc:
+            check.error(path + ("scope",), str(exc))
+    return PrimacyConfig(tuple(windows), rate or None, scope, scope_text)
+
+
+_PROXY_KEYS = (
+    "listen", "state_dir", "protocols", "miss_fallback", "echo_interval", "dead_interval",
+    "hello_timeout", "miss_timeout_ms", "tls",
+)
+
+
+def _proxy(check: _Checker, data: dict[str, Any]) -> ProxyConfig:
+    path: KeyPath = ("proxy",)
+    check.table(data, path, _PROXY_KEYS)
+    defaults = ProxyConfig()
+
+    listen: list[PassiveTarget] = []
+    entries = check.strings(data, path, "listen")
+    for index, text in entries if entries is not None else enumerate(DEFAULT_LISTEN):
+        try:
+            target = parse_passive(text)
+        except TargetError as exc:
+            check.error(path + ("listen", index), str(exc))
+            continue
+        if target in listen:
+            check.error(path + ("listen", index), f"duplicate listen target {text!r}")
+        listen.append(target)
+
+    state_dir = defaults.state_dir
+    value = check.get(data, path, "state_dir", str, "a directory path")
+    if value is not _MISSING:
+        if value:
+            state_dir = (check.base_dir / value).absolute()
+        else:
+            check.error(path + ("state_dir",), "must not be empty")
+
+    protocols: list[str] = []
+    for index, name in check.strings(data, path, "protocols") or []:
+        if name not in PROTOCOLS:
+            check.error(path + ("protocols", index), f"unknown protocol {name!r} (allowed: {', '.join(PROTOCOLS)})")
+        elif name in protocols:
+            check.error(path + ("protocols", index), f"duplicate protocol {name!r}")
+        else:
+            protocols.append(name)
+
+    miss_fallback: MissFallback = "drop"
+    value = check.get(data, path, "miss_fallback", str, "a string")
+    if value is not _MISSING:
+        if value in MISS_FALLBACKS:
+            miss_fallback = value
+        else:
+            check.error(path + ("miss_fallback",), f"must be one of {', '.join(MISS_FALLBACKS)}, got {value!r}")
+
+    echo_interval = check.number(data, path, "echo_interval", defaults.echo_interval)
+    dead_interval = check.number(data, path, "dead_interval", defaults.dead_interval)
+    if dead_interval <= echo_interval:
+        check.error(
+            path + ("dead_interval" if "dead_interval" in data else "echo_interval",),
+            f"dead_interval ({dead_interval:g}) must be greater than echo_interval ({echo_interval:g})",
+        )
+    hello_timeout = check.number(data, path, "hello_timeout", defaults.hello_timeout)
+
+    miss_timeout_ms = defaults.miss_timeout_ms
+    value = check.get(data, path, "miss_timeout_ms", int, "an integer number of milliseconds")
+    if value is not _MISSING:
+        if 0 <= value <= MAX_MISS_TIMEOUT_MS:
+            miss_timeout_ms = value
+        else:
+            check.error(path + ("miss_timeout_ms",), f"must be in 0..{MAX_MISS_TIMEOUT_MS}, got {value}")
+
+    tls = None
+    value = check.get(data, path, "tls", dict, "a table ([proxy.tls])")
+    if value is not _MISSING:
+        tls = _tls(check, value, path + ("tls",))
+    elif any(target.uses_tls for target in listen):
+        check.error(path, "a pssl: listen target needs [proxy.tls] (private_key, certificate, ca_cert)")
+
+    return ProxyConfig(
+        listen=tuple(listen),
+        state_dir=state_dir,
+        protocols=tuple(protocols) or PROTOCOLS,
+        miss_fallback=miss_fallback,
+        echo_interval=echo_interval,
+        dead_interval=dead_interval,
+        hello_timeout=hello_timeout,
+        miss_timeout_ms=miss_timeout_ms,
+        tls=tls,
+    )
+
+
+_BRIDGE_RE = re.compile(r"[^\s/]+")
+
+
+def _rules(check: _Checker, data: dict[str, Any]) -> tuple[FlowRule, ...]:
+    rules = []
+    for path, entry in check.tables(data, "rules"):
+        check.table(entry, path, ("flow", "bridge"))
+        bridge = check.get(entry, path, "bridge", str, "a bridge name")
+        if bridge is not _MISSING and not _BRIDGE_RE.fullmatch(bridge):
+            check.error(path + ("bridge",), f"{bridge!r} is not a bridge name")
+            bridge = _MISSING
+        flow = check.get(entry, path, "flow", str, "an ovs-ofctl flow string", required=True)
+        if flow is _MISSING:
+            continue
+        try:
+            rule = parse_flow(flow, bridge=None if bridge is _MISSING else bridge, origin="config")
+        except FlowSyntaxError as exc:
+            check.error(path + ("flow",), str(exc))
+            continue
+        rules.append(rule)
+    return tuple(rules)
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _controllers(check: _Checker, data: dict[str, Any]) -> tuple[ControllerConfig, ...]:
+    controllers = []
+    names: set[str] = set()
+    for path, entry in check.tables(data, "controllers"):
+        check.table(entry, path, ("name", "target", "priority", "primacy", "tls"))
+        ok = True
+        name = check.get(entry, path, "name", str, "a string", required=True)
+        if name is _MISSING:
+            ok = False
+        elif not _NAME_RE.fullmatch(name):
+            check.error(path + ("name",), f"{name!r} is not a name (use letters, digits, '_', '.', '-')")
+            ok = False
+        elif name in names:
+            check.error(path + ("name",), f"duplicate controller name {name!r}")
+            ok = False
+        else:
+            names.add(name)
+
+        target: ActiveTarget | None = None
+        text = check.get(entry, path, "target", str, "a string", required=True)
+        if text is not _MISSING:
+            try:
+                target = parse_active(text)
+            except TargetError as exc:
+                check.error(path + ("target",), str(exc))
+
+        priority = check.get(entry, path, "priority", int, "an integer")
+        if priority is _MISSING:
+            priority = 0
+        elif not 0 <= priority <= MAX_CONTROLLER_PRIORITY:
+            check.error(path + ("priority",), f"must be in 0..{MAX_CONTROLLER_PRIORITY}, got {priority}")
+
+        primacy = None
+        table = check.get(entry, path, "primacy", dict, "a table ([controllers.primacy])")
+        if table is not _MISSING:
+            primacy = _primacy(check, table, path + ("primacy",))
+
+        tls = None
+        table = check.get(entry, path, "tls", dict, "a table ([controllers.tls])")
+        if table is not _MISSING:
+            tls = _tls(check, table, path + ("tls",))
+            if target is not None and not target.uses_tls:
+                check.error(path + ("tls",), f"only ssl: targets use tls, and the target is {target}")
+        elif target is not None and target.uses_tls:
+            check.error(path, "an ssl: target needs [controllers.tls] (private_key, certificate, ca_cert)")
+
+        if ok and target is not None:
+            controllers.append(ControllerConfig(name, target, priority, primacy, tls))
+    return tuple(controllers)
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_TOML_AT_END = re.compile(r"\s*\(at end of document\)$")
+
+
+def _syntax_issue(source: str, text: str, exc: tomllib.TOMLDecodeError) -> ConfigIssue:
+    message = str(exc)
+    found = _TOML_POSITION.search(message)
+    if found is not None:
+        problem = f"{message[: found.start()]} at column {found.group(2)}"
+        return ConfigIssue(source, int(found.group(1)), "(toml syntax)", problem)
+    found = _TOML_AT_END.search(message)
+    if found is not None:
+        line = text.count("\n") + (0 if text.endswith("\n") else 1)
+        return ConfigIssue(source, line, "(toml syntax)", f"{message[: found.start()]} at end of file")
+    return ConfigIssue(source, 0, "(toml syntax)", message)
+
+
+def parse_config(text: str, path: str | Path = "<string>") -> Config:
+    """Validate TOML text; `path` names it in messages and anchors its relative paths."""
+    source = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_issue(source, text, exc)]) from None
+    check = _Checker(source, _Locator(text), Path(path).parent)
+    check.table(data, (), ("proxy", "rules", "controllers"))
+    proxy_table = check.get(data, (), "proxy", dict, "a table ([proxy])")
+    proxy = _proxy(check, {} if proxy_table is _MISSING else proxy_table)
+    rules = _rules(check, data)
+    controllers = _controllers(check, data)
+    if check.issues:
+        # File order, issues without a known line last.
+        ordered = sorted(check.issues, key=lambda issue: issue.line or math.inf)
+        raise ConfigError(ordered)
+    return Config(proxy=proxy, rules=rules, controllers=controllers, source_path=Path(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a configuration file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), 0, "(file)", f"cannot read: {exc}")]) from None
+    return parse_config(text, path)

@@ -1,0 +1,90 @@
+"""The running daemon: config in, listeners up, signals handled, clean shutdown.
+
+SIGHUP re-reads the config file; a bad file is reported and the running rules stay as they are
+(the proxy never runs half-configured). SIGTERM/SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from pathlib import Path
+
+from .config import Config, ConfigError, TlsConfig, load_config
+from .openflow.framing import VERSIONS_BY_NAME
+from .proxy import Proxy
+from .rules.store import RuleStore
+from .sessions.switch import SessionTiming
+from .sessions.transport import SwitchServer
+
+log = logging.getLogger(__name__)
+
+
+def server_tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """TLS for bridges: our own key and certificate; bridges must present one signed by ca_cert."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.certificate, tls.private_key)
+    context.load_verify_locations(tls.ca_cert)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = RuleStore()
+        self.store.replace_origin("config", config.rules)
+        self.proxy = Proxy(self.store, miss_fallback=config.proxy.miss_fallback)
+        settings = config.proxy
+        self.server = SwitchServer(
+            list(settings.listen),
+            frozenset(VERSIONS_BY_NAME[name] for name in settings.protocols),
+            SessionTiming(settings.hello_timeout, settings.echo_interval, settings.dead_interval),
+            self.proxy.handle_events,
+            tls=server_tls_context(settings.tls) if settings.tls else None,
+        )
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        Path(self.config.proxy.state_dir).mkdir(parents=True, exist_ok=True)
+        await self.server.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        log.info("ready: %d rules, listening on %s", len(self.store),
+                 ", ".join(str(t) for t in self.config.proxy.listen))
+        try:
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.server.stop()
+            log.info("stopped")
+
+    def stop(self) -> None:
+        log.info("stopping")
+        self._stopping.set()
+
+    def reload(self) -> None:
+        path = self.config.source_path
+        try:
+            new = load_config(path)
+        except (ConfigError, OSError) as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        if new.proxy.listen != self.config.proxy.listen or new.proxy.tls != self.config.proxy.tls:
+            log.warning("listen targets and TLS settings change only on restart")
+        change = self.store.replace_origin("config", new.rules)
+        self.proxy.miss_fallback = new.proxy.miss_fallback
+        self.proxy.apply_rule_change(change)
+        self.server.flush_all()
+        self.config = new
+        log.info("reloaded %s: %d rules added, %d removed", path, len(change.added), len(change.removed))
+
+
+async def run_daemon(config: Config) -> None:
+    await Daemon(config).run()

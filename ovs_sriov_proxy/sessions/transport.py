@@ -1,0 +1,156 @@
+"""asyncio transport for bridge sessions: sockets in, SwitchSession and Proxy in the middle.
+
+This is the only bridge-side module that touches sockets or the clock. One periodic tick drives
+every session's timers (hello timeout, echo, dead peer) instead of a timer per connection, which
+would cost a TimerHandle on every received segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import time
+from typing import Callable
+
+from ..targets import PassiveTarget
+from .switch import SessionTiming, SwitchSession
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[SwitchSession, list], None]
+TICK_SECONDS = 0.25
+WRITE_HIGH_WATER = 4 * 1024 * 1024  # a bridge that stops reading is cut off past this backlog
+
+
+class SwitchConnection(asyncio.Protocol):
+    def __init__(self, server: "SwitchServer") -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self.session: SwitchSession | None = None
+        self.peer = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.session = SwitchSession(self._server.versions, self._server.timing, time.monotonic())
+        self._server.connections.add(self)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        assert session is not None
+        events = session.receive_data(data, time.monotonic())
+        if events:
+            self._server.sink(session, events)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        if self.session is not None:
+            reason = f"connection lost: {exc}" if exc else "connection closed by peer"
+            events = self.session.connection_lost(reason)
+            if events:
+                self._server.sink(self.session, events)
+
+    def tick(self, now: float) -> None:
+        session = self.session
+        if session is None:
+            return
+        deadline = session.next_deadline()
+        if deadline is not None and now >= deadline:
+            events = session.handle_timer(now)
+            if events:
+                self._server.sink(session, events)
+        self.flush()
+
+    def flush(self) -> None:
+        transport = self._transport
+        session = self.session
+        if transport is None or session is None or transport.is_closing():
+            return
+        data = session.data_to_send()
+        if data:
+            transport.write(data)
+        if session.close_reason is not None:
+            log.info("bridge session %s closed: %s", self.peer, session.close_reason)
+            transport.close()
+        elif transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            log.warning("bridge session %s is not reading; closing it", self.peer)
+            events = session.connection_lost("write backlog exceeded (peer not reading)")
+            self._server.sink(session, events)
+            transport.abort()
+
+
+class SwitchServer:
+    """Listens on the proxy's passive targets and runs a SwitchSession per connection."""
+
+    def __init__(self, targets: list[PassiveTarget], versions: frozenset[int],
+                 timing: SessionTiming, sink: EventSink,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.targets = targets
+        self.versions = versions
+        self.timing = timing
+        self.sink = sink
+        self.tls = tls
+        self.connections: set[SwitchConnection] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for target in self.targets:
+            if target.kind == "unix":
+                assert target.path is not None
+                if os.path.exists(target.path):
+                    os.unlink(target.path)  # a stale socket from an earlier run
+                server = await loop.create_unix_server(lambda: SwitchConnection(self), target.path)
+            else:
+                context = self.tls if target.kind == "ssl" else None
+                if target.kind == "ssl" and context is None:
+                    raise ValueError(f"{target}: pssl needs TLS settings")
+                server = await loop.create_server(lambda: SwitchConnection(self), target.host,
+                                                  target.port, ssl=context, reuse_address=True)
+            self._servers.append(server)
+            log.info("listening for bridges on %s", self.describe(server, target))
+        self._ticker = asyncio.create_task(self._tick_forever(), name="session-timers")
+
+    @staticmethod
+    def describe(server: asyncio.AbstractServer, target: PassiveTarget) -> str:
+        if target.kind == "unix":
+            return str(target)
+        host, port = server.sockets[0].getsockname()[:2]
+        return f"p{target.kind}:{port}:{host}"
+
+    def bound_ports(self) -> list[int]:
+        return [s.sockets[0].getsockname()[1] for s in self._servers
+                if s.sockets and s.sockets[0].family != socket.AF_UNIX]
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.tick(now)
+
+    def flush_all(self) -> None:
+        for connection in list(self.connections):
+            connection.flush()
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            if connection._transport is not None:
+                connection._transport.close()
+        for server in self._servers:
+            await server.wait_closed()
+        for target in self.targets:
+            if target.kind == "unix" and target.path and os.path.exists(target.path):
+                os.unlink(target.path)
