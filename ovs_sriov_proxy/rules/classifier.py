@@ -55,6 +55,7 @@ class Classifier:
         self._entries: dict[int, _Entry] = {}
         self._sequence = 0
         self._dependents: dict[int, tuple[_Entry, ...]] = {}
+        self._stale_order = False  # subtables re-sorted on the next lookup, not on every add
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -103,13 +104,20 @@ class Classifier:
         return entry.rule
 
     def _reorder(self) -> None:
-        self._ordered = sorted(self._subtables.values(), key=lambda s: s.best_rank, reverse=True)
+        self._stale_order = True
         self._dependents.clear()
+
+    def _ordered_subtables(self) -> list[_Subtable]:
+        if self._stale_order:
+            self._ordered = sorted(self._subtables.values(), key=lambda s: s.best_rank,
+                                   reverse=True)
+            self._stale_order = False
+        return self._ordered
 
     def lookup(self, key: int) -> tuple[int, FlowRule] | None:
         """The highest-ranked rule matching a packed packet key, as (rule_id, rule)."""
         best: _Entry | None = None
-        for subtable in self._ordered:
+        for subtable in self._ordered if not self._stale_order else self._ordered_subtables():
             if best is not None and subtable.best_rank < best.rank:
                 break
             bucket = subtable.buckets.get(key & subtable.mask)
@@ -133,13 +141,18 @@ class Classifier:
             return cached
         match = entry.rule.match
         found: list[_Entry] = []
-        for subtable in self._ordered:
+        for subtable in self._ordered_subtables():
             if subtable.best_rank <= entry.rank:
                 break
             common = subtable.mask & match.mask
-            for value, bucket in subtable.buckets.items():
-                if (value ^ match.value) & common:
-                    continue
+            if common == subtable.mask:
+                # The subtable tests only bits the rule pins: one bucket can overlap, found by hash.
+                bucket = subtable.buckets.get(match.value & common)
+                candidates = (bucket,) if bucket else ()
+            else:
+                candidates = tuple(b for v, b in subtable.buckets.items()
+                                   if not (v ^ match.value) & common)
+            for bucket in candidates:
                 found.extend(e for e in bucket if e.rank > entry.rank)
         result = tuple(found)
         self._dependents[entry.rule_id] = result
