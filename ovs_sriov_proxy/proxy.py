@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .openflow import flows
 from .openflow.framing import OFP10
-from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, packet_key
+from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, decode_packet_in, packet_key
 from .rules.classifier import Classifier
 from .rules.model import OFPP_FLOOD, OFPP_NORMAL, FlowRule, Match, Output
 from .rules.store import (
@@ -50,6 +50,8 @@ class _Answer:
 
     flow: flows.FlowAddTemplate | None  # None: the flow depends on the packet (or can't be cached)
     packet_out: flows.PacketOutTemplate
+    installed_as: tuple[int, Match]  # the bridge's flow, as the proxy records it
+    recorded: bool = False  # installed_as is in Bridge.installed (reset by FLOW_REMOVED)
 
 
 @dataclass(slots=True)
@@ -86,9 +88,10 @@ class Proxy:
     def handle_events(self, session: SwitchSession, events: Iterable[object]) -> None:
         for event in events:
             bridge = self.bridges.get(session)
-            if isinstance(event, PacketIn):
+            if isinstance(event, PacketIn):  # held before READY; later ones take the fast path
                 if bridge is not None:
-                    self._on_packet_in(bridge, event)
+                    self._answer_miss(bridge, event.buffer_id, event.total_len, event.in_port,
+                                      event.reason, event.data)
             elif isinstance(event, SwitchReady):
                 self._on_ready(session, event)
             elif isinstance(event, FlowRemoved):
@@ -121,6 +124,7 @@ class Proxy:
             ports={p.port_no: p.name for p in ready.ports.values()},
         )
         self.bridges[session] = bridge
+        session.on_packet_in = self._packet_in_handler(bridge)
         self.counters["bridges_connected"] += 1
         log.info("%s: connected with OpenFlow 0x%02x, %d ports, %d rules apply", bridge.label,
                  ready.version, len(ready.ports), len(bridge.classifier))
@@ -134,6 +138,7 @@ class Proxy:
         if bridge is None:
             log.info("session closed before the handshake finished: %s", closed.reason)
             return
+        session.on_packet_in = None
         if self.bridges.get(session) is bridge:
             del self.bridges[session]
         log.info("%s: disconnected: %s; %s", bridge.label, closed.reason,
@@ -147,18 +152,30 @@ class Proxy:
 
     # ---- the miss path ----
 
-    def _on_packet_in(self, bridge: Bridge, packet_in: PacketIn) -> None:
+    def _packet_in_handler(self, bridge: Bridge) -> Callable[[bytes], None]:
+        """The session's direct PACKET_IN callback for this bridge (see SwitchSession)."""
+        version = bridge.version
+        answer_miss = self._answer_miss
+
+        def on_packet_in(raw: bytes) -> None:
+            buffer_id, total_len, in_port, reason, _, _, data = decode_packet_in(version, raw)
+            answer_miss(bridge, buffer_id, total_len, in_port, reason, data)
+
+        return on_packet_in
+
+    def _answer_miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int,
+                     reason: int, data: bytes) -> None:
         counters = bridge.counters
         counters["packet_ins"] += 1
-        if packet_in.reason != OFPR_NO_MATCH:
+        if reason != OFPR_NO_MATCH:
             # Sent by an explicit output:CONTROLLER action; answering it from the same rules
             # would loop. It is for upstream controllers.
             counters["action_packet_ins"] += 1
             return
-        key = packet_key(packet_in.in_port, packet_in.data)
+        key = packet_key(in_port, data)
         hit = bridge.classifier.lookup(key)
         if hit is None:
-            self._fallback(bridge, packet_in)
+            self._fallback(bridge, buffer_id, in_port, data)
             return
         rule_id, rule = hit
         counters["hits"] += 1
@@ -166,24 +183,21 @@ class Proxy:
         if answer is None:
             answer = bridge.answers[rule_id] = self._prepare_answer(bridge, rule_id, rule)
         session = bridge.session
-        buffered = packet_in.buffer_id != NO_BUFFER
+        buffered = buffer_id != NO_BUFFER
         if answer.flow is not None:
-            session.send(answer.flow.render(session.next_xid(), packet_in.buffer_id))
-            flows_for_rule = bridge.installed.get(rule_id)
-            if flows_for_rule is None:
-                flows_for_rule = bridge.installed[rule_id] = set()
-            flows_for_rule.add((rule.priority, rule.match))
+            session.send(answer.flow.render(session.next_xid(), buffer_id))
+            if not answer.recorded:  # hashing the record on every miss costs more than the rest
+                bridge.installed.setdefault(rule_id, set()).add(answer.installed_as)
+                answer.recorded = True
         else:
-            installed = self._install_narrowed(bridge, rule_id, rule, key, packet_in.buffer_id)
-            buffered = buffered and installed
+            buffered = self._install_narrowed(bridge, rule_id, rule, key, buffer_id) and buffered
         if not buffered:
-            if packet_in.total_len > len(packet_in.data):
+            if total_len > len(data):
                 counters["truncated"] += 1
                 log.warning("%s: cannot release a truncated unbuffered packet (%d of %d bytes)",
-                            bridge.label, len(packet_in.data), packet_in.total_len)
+                            bridge.label, len(data), total_len)
                 return
-            session.send(answer.packet_out.render(session.next_xid(), packet_in.in_port,
-                                                  NO_BUFFER, packet_in.data))
+            session.send(answer.packet_out.render(session.next_xid(), in_port, NO_BUFFER, data))
 
     def _prepare_answer(self, bridge: Bridge, rule_id: int, rule: FlowRule) -> _Answer:
         flow: flows.FlowAddTemplate | None = None
@@ -195,7 +209,8 @@ class Proxy:
                     hard_timeout=rule.hard_timeout)
             except flows.Unrepresentable as exc:
                 log.debug("%s: rule %d needs a per-packet flow: %s", bridge.label, rule_id, exc)
-        return _Answer(flow, self._packet_out_template(bridge, rule.actions))
+        return _Answer(flow, self._packet_out_template(bridge, rule.actions),
+                       (rule.priority, rule.match))
 
     def _packet_out_template(self, bridge: Bridge, actions: tuple) -> flows.PacketOutTemplate:
         try:
@@ -228,17 +243,17 @@ class Proxy:
         bridge.installed.setdefault(rule_id, set()).add((rule.priority, match))
         return True
 
-    def _fallback(self, bridge: Bridge, packet_in: PacketIn) -> None:
+    def _fallback(self, bridge: Bridge, buffer_id: int, in_port: int, data: bytes) -> None:
         bridge.counters[f"fallback_{self.miss_fallback}"] += 1
         template = self._fallback_templates.get(bridge.version)
         if template is None:
             template = flows.PacketOutTemplate(FALLBACK_ACTIONS[self.miss_fallback], bridge.version)
             self._fallback_templates[bridge.version] = template
-        if packet_in.buffer_id == NO_BUFFER and not template.actions:
+        if buffer_id == NO_BUFFER and not template.actions:
             return  # dropping an unbuffered packet needs no message at all
         session = bridge.session
-        data = packet_in.data if packet_in.buffer_id == NO_BUFFER else b""
-        session.send(template.render(session.next_xid(), packet_in.in_port, packet_in.buffer_id, data))
+        session.send(template.render(session.next_xid(), in_port, buffer_id,
+                                     data if buffer_id == NO_BUFFER else b""))
 
     def _on_flow_removed(self, bridge: Bridge, event: FlowRemoved) -> None:
         msg = event.msg
@@ -246,15 +261,18 @@ class Proxy:
         if rule_id is None:
             return
         bridge.counters["flows_removed"] += 1
+        try:
+            removed = (msg.priority, flows.decode_match(msg.match, bridge.version))
+        except flows.Unrepresentable:
+            return  # not a flow the proxy could have installed on this bridge
         installed = bridge.installed.get(rule_id)
         if installed is not None:
-            try:
-                match = flows.decode_match(msg.match, bridge.version)
-            except flows.Unrepresentable:
-                return
-            installed.discard((msg.priority, match))
+            installed.discard(removed)
             if not installed:
                 del bridge.installed[rule_id]
+        answer = bridge.answers.get(rule_id)
+        if answer is not None and answer.installed_as == removed:
+            answer.recorded = False
 
     # ---- rule changes ----
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from os_ken.lib.packet import arp, ethernet, icmp, ipv4, ipv6, packet, tcp, udp, vlan
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_0_parser, ofproto_v1_3_parser
 
 from ovs_sriov_proxy.openflow.framing import OFP10, OFP13, RemoteProtocolError
-from ovs_sriov_proxy.openflow.packet import NO_BUFFER, packet_key, parse_packet_in
+from ovs_sriov_proxy.openflow.packet import NO_BUFFER, packet_key, packet_key_general, parse_packet_in
 from ovs_sriov_proxy.rules.fields import unpack
 
 
@@ -117,3 +119,23 @@ def test_short_frames_key_what_is_there() -> None:
     partial = UDP_FRAME[:30]  # Ethernet complete, IPv4 header cut
     fields = unpack(packet_key(5, partial))
     assert fields["eth_type"] == 0x0800 and fields["ipv4_src"] == 0
+
+
+@given(
+    in_port=st.integers(0, 2**32 - 1),
+    proto=st.sampled_from([6, 17, 1, 132, 47]),
+    vlan_tci=st.one_of(st.none(), st.integers(0, 0xFFFF)),
+    ihl=st.sampled_from([5, 5, 6]),
+    fragment=st.sampled_from([0, 0, 0x2000, 0x0001, 0x1FFF]),
+    tos=st.integers(0, 255),
+    rest=st.binary(min_size=34, max_size=34),
+    tail=st.binary(min_size=0, max_size=30),
+)
+def test_fast_key_equals_the_general_parser(in_port, proto, vlan_tci, ihl, fragment, tos, rest,
+                                            tail) -> None:
+    macs, addresses, ports = rest[:12], rest[12:20], rest[20:24]
+    ip_header = (bytes([0x40 | ihl, tos]) + rest[24:28] + struct.pack("!H", fragment)
+                 + bytes([64, proto]) + b"\0\0" + addresses + b"\0" * (4 * (ihl - 5)))
+    tag = b"" if vlan_tci is None else struct.pack("!HH", 0x8100, vlan_tci)
+    frame = macs + tag + b"\x08\x00" + ip_header + ports + tail
+    assert packet_key(in_port, frame) == packet_key_general(in_port, frame)

@@ -114,6 +114,7 @@ def test_flow_removed_forgets_the_flow_and_rule_removal_deletes_by_cookie() -> N
     proxy.handle_events(session, [FlowRemoved(removed)])
     assert rule_id not in bridge.installed
     miss(proxy, session)
+    assert bridge.installed[rule_id] == {(100, rule.match)}, "a re-installed flow is recorded again"
     change = proxy.store.replace_origin("config", [])
     proxy.apply_rule_change(change)
     (delete,) = [flow_mod(m) for m in sent(session)]

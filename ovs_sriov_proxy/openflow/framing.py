@@ -11,6 +11,8 @@ import struct
 from dataclasses import dataclass
 
 HEADER = struct.Struct("!BBHI")
+_VERSION_TYPE_LENGTH = struct.Struct("!BBH")
+_XID = struct.Struct("!I")
 HEADER_LEN = HEADER.size
 MAX_MESSAGE_LEN = 0xFFFF  # the length field is 16 bits
 
@@ -98,33 +100,40 @@ class Framer:
         self.expected_version: int | None = None
 
     def receive_data(self, data: bytes) -> list[Message]:
-        buffer = self._buffer
-        buffer += data
-        messages: list[Message] = []
+        return [Message(raw[0], raw[1], _XID.unpack_from(raw, 4)[0], raw)
+                for raw in self.receive_raw(data)]
+
+    def receive_raw(self, data: bytes) -> list[bytes]:
+        """Whole messages as bytes (the hot path: no per-message objects beyond the bytes)."""
+        if self._buffer:
+            self._buffer += data
+            stream: bytes | bytearray = self._buffer
+        else:
+            stream = data  # the common case: no partial message pending, no copy
+        messages: list[bytes] = []
         offset = 0
-        end = len(buffer)
-        unpack_from = HEADER.unpack_from
+        end = len(stream)
+        unpack_from = _VERSION_TYPE_LENGTH.unpack_from
+        expected = self.expected_version
         while end - offset >= HEADER_LEN:
-            version, msg_type, length, xid = unpack_from(buffer, offset)
+            version, msg_type, length = unpack_from(stream, offset)
             if length < HEADER_LEN:
                 raise RemoteProtocolError(f"message length {length} is shorter than a header")
-            if version not in KNOWN_WIRE_VERSIONS:
-                raise RemoteProtocolError(f"not OpenFlow: version byte 0x{version:02x}")
-            if (
-                self.expected_version is not None
-                and version != self.expected_version
-                and msg_type != OFPT_HELLO
-            ):
-                raise RemoteProtocolError(
-                    f"message version 0x{version:02x} differs from the negotiated "
-                    f"0x{self.expected_version:02x}"
-                )
+            if version != expected:
+                if version not in KNOWN_WIRE_VERSIONS:
+                    raise RemoteProtocolError(f"not OpenFlow: version byte 0x{version:02x}")
+                if expected is not None and msg_type != OFPT_HELLO:
+                    raise RemoteProtocolError(
+                        f"message version 0x{version:02x} differs from the negotiated "
+                        f"0x{expected:02x}")
             if end - offset < length:
                 break
-            messages.append(Message(version, msg_type, xid, bytes(buffer[offset : offset + length])))
+            messages.append(bytes(stream[offset : offset + length]))
             offset += length
-        if offset:
-            del buffer[:offset]
+        if stream is self._buffer:
+            del self._buffer[:offset]
+        elif offset < end:
+            self._buffer += stream[offset:]
         return messages
 
     @property

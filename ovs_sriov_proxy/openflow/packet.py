@@ -33,8 +33,10 @@ OFPR_ACTION = 1
 OFP10_PORT_RESERVED_BASE = 0xFF00
 
 _PI10 = struct.Struct("!IHHBx")  # buffer_id, total_len, in_port, reason
-_PI13 = struct.Struct("!IHBBQ")  # buffer_id, total_len, reason, table_id, cookie
-_MATCH_HDR = struct.Struct("!HH")
+_PI13 = struct.Struct("!IHBBQ2xH")  # buffer_id, total_len, reason, table_id, cookie, match len
+_PI10_DATA = HEADER_LEN + _PI10.size
+_PI13_MATCH = HEADER_LEN + 16  # where the ofp_match starts
+_OXM_IN_PORT = bytes.fromhex("80000004")
 _OXM_HDR = struct.Struct("!I")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -60,21 +62,37 @@ def port_from_of10(port: int) -> int:
 
 def parse_packet_in(version: int, raw: bytes) -> PacketIn:
     """Decode a PACKET_IN of any version we speak; raise RemoteProtocolError if it is malformed."""
+    return PacketIn(*decode_packet_in(version, raw))
+
+
+def decode_packet_in(version: int, raw: bytes) -> tuple[int, int, int, int, int, int, bytes]:
+    """(buffer_id, total_len, in_port, reason, table_id, cookie, data): the fields of PacketIn
+    as a tuple, for the miss path, which builds no object per packet."""
     try:
         if version == OFP10:
             buffer_id, total_len, in_port, reason = _PI10.unpack_from(raw, HEADER_LEN)
-            return PacketIn(buffer_id, total_len, port_from_of10(in_port), reason, 0, 0,
-                            raw[HEADER_LEN + _PI10.size :])
-        buffer_id, total_len, reason, table_id, cookie = _PI13.unpack_from(raw, HEADER_LEN)
-        match_at = HEADER_LEN + _PI13.size
-        match_type, match_len = _MATCH_HDR.unpack_from(raw, match_at)
+            if in_port >= OFP10_PORT_RESERVED_BASE:
+                in_port |= 0xFFFF0000
+            return buffer_id, total_len, in_port, reason, 0, 0, raw[_PI10_DATA:]
+        buffer_id, total_len, reason, table_id, cookie, match_len = _PI13.unpack_from(raw, HEADER_LEN)
     except struct.error as exc:
         raise RemoteProtocolError(f"truncated PACKET_IN ({len(raw)} bytes)") from exc
-    if match_len < 4 or match_at + match_len > len(raw):
+    match_end = _PI13_MATCH + match_len
+    if match_len < 4 or match_end > len(raw):
         raise RemoteProtocolError(f"PACKET_IN match length {match_len} does not fit")
+    # OVS puts in_port first and alone: take that shortcut, else walk the TLVs.
+    if match_len == 12 and raw[_PI13_MATCH + 4 : _PI13_MATCH + 8] == _OXM_IN_PORT:
+        (in_port,) = _U32.unpack_from(raw, _PI13_MATCH + 8)
+    else:
+        in_port = _find_in_port(raw, _PI13_MATCH + 4, match_end)
+    data_at = _PI13_MATCH + (match_len + 7) // 8 * 8 + 2  # match padded to 8, then 2 pad bytes
+    if data_at > len(raw):
+        raise RemoteProtocolError("PACKET_IN ends inside its match padding")
+    return buffer_id, total_len, in_port, reason, table_id, cookie, raw[data_at:]
+
+
+def _find_in_port(raw: bytes, offset: int, match_end: int) -> int:
     in_port = 0
-    offset = match_at + 4
-    match_end = match_at + match_len
     while offset + 4 <= match_end:
         (oxm,) = _OXM_HDR.unpack_from(raw, offset)
         length = oxm & 0xFF
@@ -85,10 +103,7 @@ def parse_packet_in(version: int, raw: bytes) -> PacketIn:
         offset += 4 + length
     if offset != match_end:
         raise RemoteProtocolError("PACKET_IN match TLVs overrun the match")
-    data_at = match_at + (match_len + 7) // 8 * 8 + 2  # match padded to 8, then 2 pad bytes
-    if data_at > len(raw):
-        raise RemoteProtocolError("PACKET_IN ends inside its match padding")
-    return PacketIn(buffer_id, total_len, in_port, reason, table_id, cookie, raw[data_at:])
+    return in_port
 
 
 # ---- frame -> packed key ----
@@ -127,8 +142,53 @@ _PORTS = struct.Struct("!HH")
 _BYTES2 = struct.Struct("!BB")
 
 
+_NO_VLAN = bytes(3)  # vlan_vid (2 bytes) and vlan_pcp (1) of an untagged frame
+# The key's low 34 bytes, most significant first: eth_dst eth_src, eth_type (always 0x0800 here),
+# vlan_vid vlan_pcp, ip_dscp ip_ecn ip_proto, ipv4_src ipv4_dst, tcp ports, udp ports, in_port.
+_KEY_UDP4 = struct.Struct("!12s2s3sBBB8s4x4sI")
+_KEY_TCP4 = struct.Struct("!12s2s3sBBB12s4xI")
+_IPV4 = b"\x08\x00"
+_VLAN = b"\x81\x00"
+_LAYOUT_CHECKED = (
+    FIELDS["in_port"].offset, FIELDS["udp_dst"].offset, FIELDS["tcp_dst"].offset,
+    FIELDS["ipv4_dst"].offset, FIELDS["ip_proto"].offset, FIELDS["vlan_pcp"].offset,
+    FIELDS["vlan_vid"].offset, FIELDS["eth_type"].offset, FIELDS["eth_src"].offset,
+    FIELDS["eth_dst"].offset,
+) == (0, 32, 64, 96, 160, 184, 192, 208, 224, 272)
+assert _LAYOUT_CHECKED, "packet_key's fast path assumes the key layout of fields.py"
+
+
 def packet_key(in_port: int, frame: bytes) -> int:
     """The packed classifier key of a frame (fields the frame does not have stay 0).
+
+    IPv4 TCP/UDP frames (untagged or with one 802.1Q tag, no IP options, not a later fragment)
+    are keyed by concatenating frame slices in key-layout order; everything else goes through
+    the general parser, which is the reference the fast path is tested against.
+    """
+    if len(frame) >= 42:
+        if frame[12:14] == _IPV4:
+            ip, vlan = 14, _NO_VLAN
+        elif frame[12:14] == _VLAN and frame[16:18] == _IPV4:
+            ip = 18
+            tci_high = frame[14]
+            vlan = bytes(((VLAN_PRESENT >> 8) | (tci_high & 0x0F), frame[15], tci_high >> 5))
+        else:
+            return packet_key_general(in_port, frame)
+        proto = frame[ip + 9]
+        if frame[ip] == 0x45 and not (frame[ip + 6] & 0x1F or frame[ip + 7]):
+            tos = frame[ip + 1]
+            if proto == IP_PROTO_UDP:
+                return _from_bytes(_KEY_UDP4.pack(frame[0:12], _IPV4, vlan, tos >> 2, tos & 3, proto,
+                                                  frame[ip + 12 : ip + 20],
+                                                  frame[ip + 20 : ip + 24], in_port), "big")
+            if proto == IP_PROTO_TCP:
+                return _from_bytes(_KEY_TCP4.pack(frame[0:12], _IPV4, vlan, tos >> 2, tos & 3, proto,
+                                                  frame[ip + 12 : ip + 24], in_port), "big")
+    return packet_key_general(in_port, frame)
+
+
+def packet_key_general(in_port: int, frame: bytes) -> int:
+    """packet_key for any frame, field by field.
 
     Truncated or odd frames are not an error: a switch may send only the first bytes of a
     packet; whatever headers are complete are keyed, the rest stays 0.

@@ -82,18 +82,34 @@ _SPECS: tuple[tuple[str, int, Prerequisite], ...] = (
 )
 
 
-def _layout() -> dict[str, Field]:
-    fields: dict[str, Field] = {}
+# Where each field sits in the packed key, least significant first. Every field gets whole bytes,
+# and the fields of an IPv4 TCP/UDP packet come in reverse wire order, so that the miss path can
+# build such a key from slices of the frame and one int.from_bytes (openflow/packet.py) instead
+# of a dozen big-integer shifts. The layout is independent of _SPECS, whose order is the
+# prerequisite order (FIELD_ORDER).
+_LAYOUT = (
+    "in_port", "udp_dst", "udp_src", "tcp_dst", "tcp_src", "ipv4_dst", "ipv4_src",
+    "ip_proto", "ip_ecn", "ip_dscp", "vlan_pcp", "vlan_vid", "eth_type", "eth_src", "eth_dst",
+    "sctp_src", "sctp_dst", "icmpv4_type", "icmpv4_code", "arp_op", "arp_spa", "arp_tpa",
+    "arp_sha", "arp_tha", "ipv6_src", "ipv6_dst", "ipv6_flabel", "icmpv6_type", "icmpv6_code",
+)
+
+
+def _layout() -> tuple[dict[str, Field], int]:
+    specs = {name: (bits, prerequisite) for name, bits, prerequisite in _SPECS}
+    assert sorted(_LAYOUT) == sorted(specs), "every field needs a place in the key"
+    offsets: dict[str, int] = {}
     offset = 0
-    for name, bits, prerequisite in _SPECS:
-        fields[name] = Field(name, bits, offset, prerequisite)
-        offset += bits
-    return fields
+    for name in _LAYOUT:
+        offsets[name] = offset
+        offset += (specs[name][0] + 7) // 8 * 8
+    fields = {name: Field(name, bits, offsets[name], prerequisite)
+              for name, bits, prerequisite in _SPECS}
+    return fields, offset
 
 
-FIELDS: dict[str, Field] = _layout()
-FIELD_ORDER: tuple[str, ...] = tuple(FIELDS)
-KEY_BITS = sum(f.bits for f in FIELDS.values())
+FIELDS, KEY_BITS = _layout()
+FIELD_ORDER: tuple[str, ...] = tuple(FIELDS)  # prerequisite order: eth_type before ip_proto ...
 
 
 def pack(values: dict[str, int]) -> int:

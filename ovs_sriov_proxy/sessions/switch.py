@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -46,6 +47,7 @@ from ..openflow.framing import (
 from ..openflow.packet import PacketIn, parse_packet_in, port_from_of10
 
 log = logging.getLogger(__name__)
+_XID = struct.Struct("!I")
 
 OFPP_LOCAL = 0xFFFFFFFE
 OFPMP_PORT_DESC = 13
@@ -150,6 +152,9 @@ class SwitchSession:
         self._handshake = _Handshake()
         self._held: list[Event] = []
         self._xid_features = self._xid_ports = -1
+        # Set by the proxy once READY: called with each raw PACKET_IN instead of an event.
+        # It may raise RemoteProtocolError, which closes the session like any bad message.
+        self.on_packet_in: Callable[[bytes], None] | None = None
 
     # ---- outputs ----
 
@@ -199,10 +204,14 @@ class SwitchSession:
         self._last_rx = now
         self._echo_sent_at = None
         try:
-            messages = self._framer.receive_data(data)
             events: list[Event] = []
-            for message in messages:
-                events.extend(self._handle(message))
+            on_packet_in = self.on_packet_in
+            for raw in self._framer.receive_raw(data):
+                if raw[1] == OFPT_PACKET_IN and on_packet_in is not None:
+                    on_packet_in(raw)  # the miss path: straight to the proxy, no event object
+                    continue
+                (xid,) = _XID.unpack_from(raw, 4)
+                events.extend(self._handle(Message(raw[0], raw[1], xid, raw)))
                 if self.state is State.CLOSED:
                     break
             return events
