@@ -153,12 +153,35 @@ class Proxy:
     # ---- the miss path ----
 
     def _packet_in_handler(self, bridge: Bridge) -> Callable[[bytes], None]:
-        """The session's direct PACKET_IN callback for this bridge (see SwitchSession)."""
+        """The session's direct PACKET_IN callback for this bridge (see SwitchSession).
+
+        The common case, a hit on a rule whose flow is a ready template, is answered here with
+        everything bound to locals (attribute lookups are a measurable share of a ~8 µs miss on
+        our machines); anything else goes to the general `_answer_miss`.
+        """
         version = bridge.version
+        counters = bridge.counters
+        lookup = bridge.classifier.lookup
+        answers = bridge.answers
+        send = bridge.session.send
+        next_xid = bridge.session.next_xid
         answer_miss = self._answer_miss
 
         def on_packet_in(raw: bytes) -> None:
             buffer_id, total_len, in_port, reason, _, _, data = decode_packet_in(version, raw)
+            if reason == OFPR_NO_MATCH:
+                key = packet_key(in_port, data)
+                hit = lookup(key)
+                if hit is not None:
+                    answer = answers.get(hit[0])
+                    if (answer is not None and answer.recorded and answer.flow is not None
+                            and (buffer_id != NO_BUFFER or total_len <= len(data))):
+                        counters["packet_ins"] += 1
+                        counters["hits"] += 1
+                        send(answer.flow.render(next_xid(), buffer_id))
+                        if buffer_id == NO_BUFFER:
+                            send(answer.packet_out.render(next_xid(), in_port, NO_BUFFER, data))
+                        return
             answer_miss(bridge, buffer_id, total_len, in_port, reason, data)
 
         return on_packet_in
