@@ -271,3 +271,20 @@ def test_tls_and_unix_listeners(ovs, proxy_factory, tmp_path) -> None:
         ovs.inject(f"{name}-p1", sip(3))
         assert capture.wait_frames(1) == [sip(3)]
     assert "brtls" in proxy.log_text()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_flows_of_an_earlier_run_are_removed_and_foreign_flows_kept(ovs, proxy_factory, tmp_path,
+                                                                    protocol) -> None:
+    port = free_port()
+    ovs.add_bridge("br0", protocols=(protocol,), datapath_id=1,
+                   ports={"br0-p1": 1, "br0-p2": 2}, controller=f"tcp:127.0.0.1:{port}")
+    # As if a previous proxy run had installed a flow, next to one from somebody else.
+    ovs.ofctl("-O", protocol, "add-flow", "br0",
+              "cookie=0x5052000000000063,priority=7,in_port=2,actions=output:1")
+    ovs.ofctl("-O", protocol, "add-flow", "br0", "cookie=0x1234,priority=8,in_port=2,actions=drop")
+    proxy_factory(proxy_config(port, tmp_path / "state", ["priority=1,udp actions=output:2"]))
+    ovs.wait_connected("br0")
+    wait_until(lambda: proxy_flows(ovs, "br0", protocol) == [], 5, "the stale proxy flow to go")
+    cookies = [int(f.info.get("cookie", 0)) for f in ovs.dump_flows("br0", protocol)]
+    assert 0x1234 in cookies

@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .openflow import flows
-from .openflow.framing import OFP10
+from .openflow import codec, flows
+from .openflow.framing import OFP10, OFPT10_STATS_REPLY, Message
 from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, decode_packet_in, packet_key
 from .rules.classifier import Classifier
 from .rules.model import OFPP_FLOOD, OFPP_NORMAL, FlowRule, Match, Output
@@ -67,6 +67,7 @@ class Bridge:
     installed: dict[int, set[tuple[int, Match]]] = field(default_factory=dict)  # rule id -> flows
     answers: dict[int, _Answer] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
+    stale_dump_xid: int | None = None  # OF1.0: the flow dump that finds an earlier run's flows
 
     @property
     def label(self) -> str:
@@ -108,7 +109,11 @@ class Proxy:
                 if bridge is not None:
                     self._on_port_status(bridge, event)
             elif isinstance(event, Unhandled):
-                pass  # replies to requests nobody made here (relayed once controllers exist)
+                message = event.message
+                if (bridge is not None and message.xid == bridge.stale_dump_xid
+                        and message.type == OFPT10_STATS_REPLY):
+                    self._on_stale_dump(bridge, message)
+                # Other replies answer requests nobody made here (relayed once controllers exist).
 
     def _on_ready(self, session: SwitchSession, ready: SwitchReady) -> None:
         for other_session, other in list(self.bridges.items()):
@@ -343,11 +348,29 @@ class Proxy:
         bridge.counters["flows_deleted"] += 1
 
     def _delete_all_proxy_flows(self, bridge: Bridge) -> None:
-        if bridge.version == OFP10:
-            return  # 1.0 cannot delete by cookie; see docs/architecture.md (stale 1.0 flows)
         session = bridge.session
-        session.send(flows.flow_delete(bridge.version, cookie=PROXY_COOKIE_TAG,
-                                       cookie_mask=COOKIE_TAG_MASK, xid=session.next_xid()))
+        if bridge.version != OFP10:
+            session.send(flows.flow_delete(bridge.version, cookie=PROXY_COOKIE_TAG,
+                                           cookie_mask=COOKIE_TAG_MASK, xid=session.next_xid()))
+            return
+        # OpenFlow 1.0 cannot delete by cookie: dump every flow, then delete ours one by one
+        # (_on_stale_dump). Flows the dump shows predate this session, so all of ours are stale.
+        bridge.stale_dump_xid = session.next_xid()
+        session.send(flows.flow_stats_request_all(OFP10, xid=bridge.stale_dump_xid))
+
+    def _on_stale_dump(self, bridge: Bridge, message: Message) -> None:
+        reply = codec.decode(message)
+        for stat in reply.body:
+            if rule_id_from_cookie(stat.cookie) is None:
+                continue  # not the proxy's: never touched
+            try:
+                match = flows.decode_match(stat.match, OFP10)
+            except flows.Unrepresentable:
+                log.warning("%s: cannot decode stale flow %r to delete it", bridge.label, stat.match)
+                continue
+            self._delete_strict(bridge, stat.priority, match)
+        if not reply.flags & 1:  # OFPSF_REPLY_MORE
+            bridge.stale_dump_xid = None
 
     # ---- introspection ----
 

@@ -701,6 +701,19 @@ def flow_delete(
     return _serialize(msg, xid)
 
 
+def flow_stats_request_all(version: int, xid: int = 0) -> bytes:
+    """A request for every flow in every table (any out port)."""
+    dp = _datapath(version)
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    if version == OF10:
+        msg = parser.OFPFlowStatsRequest(dp, 0, parser.OFPMatch(wildcards=ofp.OFPFW_ALL), 0xFF,
+                                         ofp.OFPP_NONE)
+    else:
+        msg = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         0, 0, parser.OFPMatch())
+    return _serialize(msg, xid)
+
+
 def table_miss_flow(version: int, xid: int = 0) -> bytes:
     """The flow that sends misses to the controller (b"" on OF1.0, which does so by itself)."""
     dp = _datapath(version)
