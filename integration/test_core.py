@@ -13,7 +13,6 @@ import pytest
 
 from ovs_sriov_proxy.sandbox import OvsSandbox, free_port, udp_frame, wait_until
 
-
 PROXY_COOKIE_TAG = 0x5052  # the top 16 bits of every cookie the proxy gives its own flows
 PROTOCOLS = ["OpenFlow10", "OpenFlow13"]
 
@@ -170,7 +169,7 @@ def _closed_by_proxy(peer: socket.socket) -> bool:
     try:
         while peer.recv(4096):
             pass
-    except (ConnectionResetError, socket.timeout):
+    except (TimeoutError, ConnectionResetError):
         return False
     return True
 

@@ -15,8 +15,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sandbox import OvsSandbox, SandboxError, free_port, missing_ovs_programs, tcp_listening
-from .sandbox import udp_frame, wait_until
+from .sandbox import (
+    OvsSandbox,
+    SandboxError,
+    free_port,
+    missing_ovs_programs,
+    tcp_listening,
+    udp_frame,
+    wait_until,
+)
 
 BRIDGE = "br-int"
 PORTS = {"uplink": 1, "vf0-rep": 2, "vf1-rep": 3, "vf2-rep": 4}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from .openflow import codec, flows
 from .openflow.framing import OFP10, OFPT10_STATS_REPLY, Message
@@ -307,7 +307,7 @@ class Proxy:
     def apply_rule_change(self, change: RuleChange) -> None:
         """Bring every connected bridge in line with a change of the store."""
         for bridge in self.bridges.values():
-            for rule_id, rule in change.removed:
+            for rule_id, _ in change.removed:
                 bridge.answers.pop(rule_id, None)
                 self._delete_rule_flows(bridge, rule_id)
             if change.added:

@@ -555,7 +555,7 @@ def rules(draw: st.DrawFn) -> FlowRule:
         st.integers(0, (1 << 48) - 1).map(lambda v: SetField("eth_src", v)),
         st.integers(0, (1 << 48) - 1).map(lambda v: SetField("eth_dst", v)),
     ]
-    for name, (value, mask) in list(fields.items()):
+    for name, (_value, mask) in list(fields.items()):
         writable = name not in ("in_port", "eth_type", "ip_proto", "vlan_vid", "vlan_pcp")
         if writable and mask:
             bits = FIELDS[name].bits

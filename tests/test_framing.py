@@ -72,8 +72,8 @@ def test_negotiation_without_bitmap_means_every_version_up_to_the_header() -> No
 
 
 def test_hello_bitmap_parses_with_os_ken() -> None:
-    from os_ken.ofproto import ofproto_v1_3_parser as p
     from os_ken.ofproto import ofproto_protocol
+    from os_ken.ofproto import ofproto_v1_3_parser as p
 
     raw = hello(frozenset({OFP10, OFP13}))
     msg = p.OFPHello.parser(ofproto_protocol.ProtocolDesc(OFP13), OFP13, OFPT_HELLO, len(raw), 0, raw)

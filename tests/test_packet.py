@@ -11,7 +11,12 @@ from os_ken.lib.packet import arp, ethernet, icmp, ipv4, ipv6, packet, tcp, udp,
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_0_parser, ofproto_v1_3_parser
 
 from ovs_sriov_proxy.openflow.framing import OFP10, OFP13, RemoteProtocolError
-from ovs_sriov_proxy.openflow.packet import NO_BUFFER, packet_key, packet_key_general, parse_packet_in
+from ovs_sriov_proxy.openflow.packet import (
+    NO_BUFFER,
+    packet_key,
+    packet_key_general,
+    parse_packet_in,
+)
 from ovs_sriov_proxy.rules.fields import unpack
 
 

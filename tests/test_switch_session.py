@@ -9,6 +9,7 @@ from os_ken.ofproto import ofproto_v1_0, ofproto_v1_3
 from ovs_sriov_proxy.openflow.framing import (
     OFP10,
     OFP13,
+    OFPT13_MULTIPART_REQUEST,
     OFPT_ECHO_REPLY,
     OFPT_ECHO_REQUEST,
     OFPT_ERROR,
@@ -16,7 +17,6 @@ from ovs_sriov_proxy.openflow.framing import (
     OFPT_FLOW_MOD,
     OFPT_HELLO,
     OFPT_SET_CONFIG,
-    OFPT13_MULTIPART_REQUEST,
     Framer,
     hello,
     simple_message,

@@ -99,11 +99,11 @@ class Framer:
         self._buffer = bytearray()
         self.expected_version: int | None = None
 
-    def receive_data(self, data: bytes) -> list[Message]:
+    def receive_data(self, data: bytes | bytearray) -> list[Message]:
         return [Message(raw[0], raw[1], _XID.unpack_from(raw, 4)[0], raw)
                 for raw in self.receive_raw(data)]
 
-    def receive_raw(self, data: bytes) -> list[bytes]:
+    def receive_raw(self, data: bytes | bytearray) -> list[bytes]:
         """Whole messages as bytes (the hot path: no per-message objects beyond the bytes)."""
         if self._buffer:
             self._buffer += data

@@ -21,8 +21,8 @@ overlapping rule — the common case — the cached flow is R itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from .fields import FIELD_ORDER, FIELDS
 from .model import FlowRule, Match
@@ -148,7 +148,7 @@ class Classifier:
             if common == subtable.mask:
                 # The subtable tests only bits the rule pins: one bucket can overlap, found by hash.
                 bucket = subtable.buckets.get(match.value & common)
-                candidates = (bucket,) if bucket else ()
+                candidates: tuple[list[_Entry], ...] = (bucket,) if bucket else ()
             else:
                 candidates = tuple(b for v, b in subtable.buckets.items()
                                    if not (v ^ match.value) & common)

@@ -8,7 +8,6 @@ only when a flow is sent (see openflow/flows.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from .fields import FIELDS, pack, unpack
 
@@ -44,7 +43,7 @@ class Match:
     mask: int = 0
 
     @classmethod
-    def from_fields(cls, fields: dict[str, tuple[int, int]]) -> "Match":
+    def from_fields(cls, fields: dict[str, tuple[int, int]]) -> Match:
         """Build from {oxm_name: (value, mask)}; a field with an all-zero mask is left out."""
         values = {name: v & m for name, (v, m) in fields.items()}
         masks = {name: m for name, (_, m) in fields.items()}
@@ -60,11 +59,11 @@ class Match:
     def matches(self, key: int) -> bool:
         return key & self.mask == self.value
 
-    def overlaps(self, other: "Match") -> bool:
+    def overlaps(self, other: Match) -> bool:
         """Whether some packet matches both."""
         return (self.value ^ other.value) & self.mask & other.mask == 0
 
-    def covers(self, other: "Match") -> bool:
+    def covers(self, other: Match) -> bool:
         """Whether every packet matching `other` also matches self."""
         return self.mask & other.mask == self.mask and other.value & self.mask == self.value
 
@@ -100,7 +99,7 @@ class SetQueue:
     queue_id: int
 
 
-Action = Union[Output, SetField, PushVlan, PopVlan, SetQueue]
+Action = Output | SetField | PushVlan | PopVlan | SetQueue
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ which rule they came from) in FLOW_REMOVED and flow dumps, and can delete exactl
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from .classifier import Classifier
 from .model import FlowRule

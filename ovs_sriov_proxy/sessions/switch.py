@@ -16,7 +16,7 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ..openflow import codec
 from ..openflow.framing import (
@@ -26,6 +26,7 @@ from ..openflow.framing import (
     OFPET_BAD_REQUEST,
     OFPET_HELLO_FAILED,
     OFPHFC_INCOMPATIBLE,
+    OFPT13_MULTIPART_REPLY,
     OFPT_ECHO_REPLY,
     OFPT_ECHO_REQUEST,
     OFPT_ERROR,
@@ -34,7 +35,6 @@ from ..openflow.framing import (
     OFPT_HELLO,
     OFPT_PACKET_IN,
     OFPT_PORT_STATUS,
-    OFPT13_MULTIPART_REPLY,
     VERSION_NAMES,
     Framer,
     Message,
@@ -120,7 +120,7 @@ class Closed:
     reason: str
 
 
-Event = Union[SwitchReady, PacketIn, FlowRemoved, PortStatus, SwitchError, Unhandled, Closed]
+Event = SwitchReady | PacketIn | FlowRemoved | PortStatus | SwitchError | Unhandled | Closed
 
 
 @dataclass(slots=True)
@@ -198,7 +198,7 @@ class SwitchSession:
             self._outbox.append(simple_message(self.version, OFPT_ECHO_REQUEST, self.next_xid()))
         return []
 
-    def receive_data(self, data: bytes, now: float) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
         self._last_rx = now

@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..targets import PassiveTarget
 from .switch import SessionTiming, SwitchSession
@@ -33,7 +33,7 @@ class SwitchConnection(asyncio.BufferedProtocol):
     plain Protocol allocates a fresh 256 KiB buffer per read, which bench/ measured as the
     largest single cost of a small read on these machines."""
 
-    def __init__(self, server: "SwitchServer") -> None:
+    def __init__(self, server: SwitchServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
         self.session: SwitchSession | None = None
@@ -110,7 +110,7 @@ class SwitchServer:
         self.sink = sink
         self.tls = tls
         self.connections: set[SwitchConnection] = set()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.Server] = []
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -125,6 +125,7 @@ class SwitchServer:
                 context = self.tls if target.kind == "ssl" else None
                 if target.kind == "ssl" and context is None:
                     raise ValueError(f"{target}: pssl needs TLS settings")
+                assert target.port is not None
                 server = await loop.create_server(lambda: SwitchConnection(self), target.host,
                                                   target.port, ssl=context, reuse_address=True)
             self._servers.append(server)
@@ -132,7 +133,7 @@ class SwitchServer:
         self._ticker = asyncio.create_task(self._tick_forever(), name="session-timers")
 
     @staticmethod
-    def describe(server: asyncio.AbstractServer, target: PassiveTarget) -> str:
+    def describe(server: asyncio.Server, target: PassiveTarget) -> str:
         if target.kind == "unix":
             return str(target)
         host, port = server.sockets[0].getsockname()[:2]
