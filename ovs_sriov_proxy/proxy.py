@@ -66,8 +66,14 @@ class Bridge:
     ports: dict[int, str]
     installed: dict[int, set[tuple[int, Match]]] = field(default_factory=dict)  # rule id -> flows
     answers: dict[int, _Answer] = field(default_factory=dict)
-    counters: Counter[str] = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)  # rare events, by name
+    packet_ins: int = 0  # the two per-miss counters are plain ints: a Counter costs 0.4 µs each
+    hits: int = 0
     stale_dump_xid: int | None = None  # OF1.0: the flow dump that finds an earlier run's flows
+
+    def all_counters(self) -> dict[str, int]:
+        counted = {"packet_ins": self.packet_ins, "hits": self.hits, **self.counters}
+        return {name: value for name, value in sorted(counted.items()) if value}
 
     @property
     def label(self) -> str:
@@ -147,7 +153,7 @@ class Proxy:
         if self.bridges.get(session) is bridge:
             del self.bridges[session]
         log.info("%s: disconnected: %s; %s", bridge.label, closed.reason,
-                 " ".join(f"{k}={v}" for k, v in sorted(bridge.counters.items())) or "no traffic")
+                 " ".join(f"{k}={v}" for k, v in bridge.all_counters().items()) or "no traffic")
 
     def _on_port_status(self, bridge: Bridge, event: PortStatus) -> None:
         if event.reason == 1:  # OFPPR_DELETE
@@ -165,7 +171,6 @@ class Proxy:
         our machines); anything else goes to the general `_answer_miss`.
         """
         version = bridge.version
-        counters = bridge.counters
         lookup = bridge.classifier.lookup
         answers = bridge.answers
         send = bridge.session.send
@@ -181,8 +186,8 @@ class Proxy:
                     answer = answers.get(hit[0])
                     if (answer is not None and answer.recorded and answer.flow is not None
                             and (buffer_id != NO_BUFFER or total_len <= len(data))):
-                        counters["packet_ins"] += 1
-                        counters["hits"] += 1
+                        bridge.packet_ins += 1
+                        bridge.hits += 1
                         send(answer.flow.render(next_xid(), buffer_id))
                         if buffer_id == NO_BUFFER:
                             send(answer.packet_out.render(next_xid(), in_port, NO_BUFFER, data))
@@ -194,7 +199,7 @@ class Proxy:
     def _answer_miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int,
                      reason: int, data: bytes) -> None:
         counters = bridge.counters
-        counters["packet_ins"] += 1
+        bridge.packet_ins += 1
         if reason != OFPR_NO_MATCH:
             # Sent by an explicit output:CONTROLLER action; answering it from the same rules
             # would loop. It is for upstream controllers.
@@ -206,7 +211,7 @@ class Proxy:
             self._fallback(bridge, buffer_id, in_port, data)
             return
         rule_id, rule = hit
-        counters["hits"] += 1
+        bridge.hits += 1
         answer = bridge.answers.get(rule_id)
         if answer is None:
             answer = bridge.answers[rule_id] = self._prepare_answer(bridge, rule_id, rule)
@@ -384,7 +389,7 @@ class Proxy:
                     "version": b.version,
                     "ports": len(b.ports),
                     "installed_flows": sum(len(v) for v in b.installed.values()),
-                    "counters": dict(b.counters),
+                    "counters": b.all_counters(),
                 }
                 for b in self.bridges.values()
             ],

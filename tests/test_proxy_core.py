@@ -70,7 +70,7 @@ def test_hit_installs_the_rule_and_releases_the_packet() -> None:
     assert mod.flags & ofproto_v1_3.OFPFF_SEND_FLOW_REM
     assert out[1].raw.endswith(UDP_FRAME)
     bridge = next(iter(proxy.bridges.values()))
-    assert bridge.counters["hits"] == 1
+    assert bridge.all_counters()["hits"] == 1
 
 
 def test_buffered_hit_is_released_by_the_flow_mod_alone() -> None:

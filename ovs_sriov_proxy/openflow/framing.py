@@ -105,11 +105,12 @@ class Framer:
 
     def receive_raw(self, data: bytes | bytearray) -> list[bytes]:
         """Whole messages as bytes (the hot path: no per-message objects beyond the bytes)."""
-        if self._buffer:
+        if self._buffer:  # a partial message was pending: join it with the new data, once
             self._buffer += data
-            stream: bytes | bytearray = self._buffer
+            stream = bytes(self._buffer)
+            self._buffer.clear()
         else:
-            stream = data  # the common case: no partial message pending, no copy
+            stream = bytes(data)  # the common case: transports hand in bytes, so no copy
         messages: list[bytes] = []
         offset = 0
         end = len(stream)
@@ -128,11 +129,9 @@ class Framer:
                         f"0x{expected:02x}")
             if end - offset < length:
                 break
-            messages.append(bytes(stream[offset : offset + length]))
+            messages.append(stream[offset : offset + length])
             offset += length
-        if stream is self._buffer:
-            del self._buffer[:offset]
-        elif offset < end:
+        if offset < end:
             self._buffer += stream[offset:]
         return messages
 

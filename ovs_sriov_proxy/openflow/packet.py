@@ -37,6 +37,10 @@ _PI13 = struct.Struct("!IHBBQ2xH")  # buffer_id, total_len, reason, table_id, co
 _PI10_DATA = HEADER_LEN + _PI10.size
 _PI13_MATCH = HEADER_LEN + 16  # where the ofp_match starts
 _OXM_IN_PORT = bytes.fromhex("80000004")
+_OXM_IN_PORT_HEADER = 0x80000004
+# buffer_id, total_len, reason, table_id, cookie, (match type), match length, OXM header, in_port
+_PI13_OVS = struct.Struct("!IHBBQ2xHII")
+_PI13_OVS_DATA = HEADER_LEN + 16 + 16 + 2  # data after a 16-byte match and 2 pad bytes
 _OXM_HDR = struct.Struct("!I")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -74,6 +78,12 @@ def decode_packet_in(version: int, raw: bytes) -> tuple[int, int, int, int, int,
             if in_port >= OFP10_PORT_RESERVED_BASE:
                 in_port |= 0xFFFF0000
             return buffer_id, total_len, in_port, reason, 0, 0, raw[_PI10_DATA:]
+        if len(raw) >= _PI13_OVS_DATA:
+            # OVS's own layout: a match holding in_port alone. One unpack, one slice.
+            (buffer_id, total_len, reason, table_id, cookie, match_len, oxm,
+             in_port) = _PI13_OVS.unpack_from(raw, HEADER_LEN)
+            if match_len == 12 and oxm == _OXM_IN_PORT_HEADER:
+                return buffer_id, total_len, in_port, reason, table_id, cookie, raw[_PI13_OVS_DATA:]
         buffer_id, total_len, reason, table_id, cookie, match_len = _PI13.unpack_from(raw, HEADER_LEN)
     except struct.error as exc:
         raise RemoteProtocolError(f"truncated PACKET_IN ({len(raw)} bytes)") from exc

@@ -56,7 +56,7 @@ class SwitchConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         session = self.session
         assert session is not None
-        events = session.receive_data(self._read_buffer[:nbytes], time.monotonic())
+        events = session.receive_data(bytes(self._read_view[:nbytes]), time.monotonic())
         if events:
             self._server.sink(session, events)
         self.flush()
