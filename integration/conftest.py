@@ -263,3 +263,8 @@ def proxy_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
     yield start
     for proxy in reversed(started):
         proxy.stop()
+    # Whatever a test did to it, the proxy itself must never hit an internal error.
+    for proxy in started:
+        text = proxy.log_text()
+        bad = [line for line in text.splitlines() if "Traceback" in line or "internal error" in line]
+        assert not bad, f"the proxy logged internal errors ({proxy.log_path}):\n" + text[-4000:]

@@ -189,13 +189,14 @@ def test_malformed_peers_lose_their_session_and_nobody_else_does(ovs, proxy_fact
                                               + b"\0" * 100),
         "silent": _raw_peer(port, None),
     }
-    for name in ("garbage", "bad version", "short length", "silent"):
+    for name in ("garbage", "bad version", "short length", "silent", "oversized then truncated"):
         assert _closed_by_proxy(bad_peers[name]), f"{name} peer was not disconnected"
     out2 = ovs.capture("br0-p2")
     ovs.inject("br0-p1", sip(5))
     assert out2.wait_frames(1) == [sip(5)]
     log = proxy.wait_log("no HELLO within")
     assert "not OpenFlow" in log and "shorter than a header" in log
+    assert "no features reply within" in log  # the peer that stalled mid-message after its HELLO
     for peer in bad_peers.values():
         peer.close()
     assert proxy.process.poll() is None

@@ -1,7 +1,9 @@
 """The running daemon: config in, listeners up, signals handled, clean shutdown.
 
-SIGHUP re-reads the config file; a bad file is reported and the running rules stay as they are
-(the proxy never runs half-configured). SIGTERM/SIGINT stop it.
+SIGHUP re-reads the config file; a bad file is reported and the running config stays as it is
+(the proxy never runs half-configured). Rules and miss_fallback apply at once, protocols and
+timers to sessions that connect afterwards, listen targets and TLS only on restart.
+SIGTERM/SIGINT stop it.
 """
 
 from __future__ import annotations
@@ -40,13 +42,11 @@ class Daemon:
         self.proxy = Proxy(self.store, miss_fallback=config.proxy.miss_fallback)
         settings = config.proxy
         self.server = SwitchServer(
-            list(settings.listen),
-            frozenset(VERSIONS_BY_NAME[name] for name in settings.protocols),
-            SessionTiming(settings.hello_timeout, settings.echo_interval, settings.dead_interval),
-            self.proxy.handle_events,
+            list(settings.listen), _versions(config), _timing(config), self.proxy.handle_events,
             tls=server_tls_context(settings.tls) if settings.tls else None,
         )
         self._stopping = asyncio.Event()
+        self._reloading: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         Path(self.config.proxy.state_dir).mkdir(parents=True, exist_ok=True)
@@ -70,20 +70,39 @@ class Daemon:
         self._stopping.set()
 
     def reload(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            log.warning("reload already in progress; ignoring SIGHUP")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+
+    async def _reload(self) -> None:
         path = self.config.source_path
         try:
-            new = load_config(path)
+            # Parsing thousands of rules takes a while: keep the sessions' loop running meanwhile.
+            new = await asyncio.to_thread(load_config, path)
         except (ConfigError, OSError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
-        if new.proxy.listen != self.config.proxy.listen or new.proxy.tls != self.config.proxy.tls:
-            log.warning("listen targets and TLS settings change only on restart")
+        old = self.config.proxy
+        if new.proxy.listen != old.listen or new.proxy.tls != old.tls:
+            log.warning("listen targets and TLS settings take effect on restart only")
+        self.server.versions = _versions(new)
+        self.server.timing = _timing(new)  # both for sessions that connect from now on
         change = self.store.replace_origin("config", new.rules)
         self.proxy.miss_fallback = new.proxy.miss_fallback
         self.proxy.apply_rule_change(change)
         self.server.flush_all()
         self.config = new
         log.info("reloaded %s: %d rules added, %d removed", path, len(change.added), len(change.removed))
+
+
+def _versions(config: Config) -> frozenset[int]:
+    return frozenset(VERSIONS_BY_NAME[name] for name in config.proxy.protocols)
+
+
+def _timing(config: Config) -> SessionTiming:
+    settings = config.proxy
+    return SessionTiming(settings.hello_timeout, settings.echo_interval, settings.dead_interval)
 
 
 async def run_daemon(config: Config) -> None:

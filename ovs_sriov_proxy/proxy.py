@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .openflow import codec, flows
-from .openflow.framing import OFP10, OFPT10_STATS_REPLY, Message
+from .openflow.framing import OFP10, OFPT10_STATS_REPLY, Message, RemoteProtocolError
 from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, decode_packet_in, packet_key
 from .rules.classifier import Classifier
 from .rules.model import OFPP_FLOOD, OFPP_NORMAL, FlowRule, Match, Output
@@ -36,6 +36,11 @@ from .sessions.switch import (
 )
 
 log = logging.getLogger(__name__)
+
+# A narrowed flow covers one slice of its rule's traffic; without a timeout of its own every slice
+# ever seen would stay on the bridge (and in Bridge.installed) for good.
+NARROWED_IDLE_TIMEOUT = 60
+OFPST_FLOW = 1  # OpenFlow 1.0 flow statistics
 
 FALLBACK_ACTIONS = {
     "drop": (),
@@ -88,7 +93,7 @@ class Proxy:
         self.miss_fallback = miss_fallback
         self.bridges: dict[SwitchSession, Bridge] = {}
         self.counters: Counter[str] = Counter()
-        self._fallback_templates: dict[int, flows.PacketOutTemplate] = {}
+        self._fallback_templates: dict[tuple[int, str], flows.PacketOutTemplate] = {}
 
     # ---- session events ----
 
@@ -124,8 +129,10 @@ class Proxy:
     def _on_ready(self, session: SwitchSession, ready: SwitchReady) -> None:
         for other_session, other in list(self.bridges.items()):
             if other.datapath_id == ready.datapath_id:
-                log.warning("%s: reconnected; dropping its previous session", other.label)
-                del self.bridges[other_session]
+                # Its flows and callbacks would act on rules it no longer learns about.
+                log.warning("%s: reconnected; closing its previous session", other.label)
+                self.handle_events(other_session,
+                                   other_session.close("replaced by a newer session of its datapath"))
         bridge = Bridge(
             session=session,
             name=ready.bridge_name,
@@ -261,7 +268,8 @@ class Proxy:
         try:
             message = flows.flow_add(
                 bridge.version, match, rule.actions, priority=rule.priority,
-                cookie=cookie_for(rule_id), idle_timeout=rule.idle_timeout,
+                cookie=cookie_for(rule_id),
+                idle_timeout=rule.idle_timeout or NARROWED_IDLE_TIMEOUT,
                 hard_timeout=rule.hard_timeout, buffer_id=buffer_id, key=key,
                 xid=session.next_xid())
             if bridge.version == OFP10:
@@ -278,10 +286,10 @@ class Proxy:
 
     def _fallback(self, bridge: Bridge, buffer_id: int, in_port: int, data: bytes) -> None:
         bridge.counters[f"fallback_{self.miss_fallback}"] += 1
-        template = self._fallback_templates.get(bridge.version)
+        template = self._fallback_templates.get((bridge.version, self.miss_fallback))
         if template is None:
             template = flows.PacketOutTemplate(FALLBACK_ACTIONS[self.miss_fallback], bridge.version)
-            self._fallback_templates[bridge.version] = template
+            self._fallback_templates[(bridge.version, self.miss_fallback)] = template
         if buffer_id == NO_BUFFER and not template.actions:
             return  # dropping an unbuffered packet needs no message at all
         session = bridge.session
@@ -330,7 +338,7 @@ class Proxy:
                                            cookie_mask=0xFFFFFFFFFFFFFFFF, xid=session.next_xid()))
             return
         for priority, match in installed:
-            self._delete_strict(bridge, priority, match)
+            self._delete_strict(bridge, priority, match, rule_id)
 
     def _delete_shadowing_flows(self, bridge: Bridge, new_rule: FlowRule) -> None:
         """Flows of lower-priority rules that overlap a new rule would hide it: remove them."""
@@ -338,16 +346,22 @@ class Proxy:
             stale = {(p, m) for p, m in flows_of_rule if p < new_rule.priority
                      and m.overlaps(new_rule.match)}
             for priority, match in stale:
-                self._delete_strict(bridge, priority, match)
+                self._delete_strict(bridge, priority, match, rule_id)
             flows_of_rule -= stale
             if not flows_of_rule:
                 del bridge.installed[rule_id]
 
-    def _delete_strict(self, bridge: Bridge, priority: int, match: Match) -> None:
+    def _delete_strict(self, bridge: Bridge, priority: int, match: Match,
+                       rule_id: int | None) -> None:
+        """Delete one flow. On 1.3+ the cookie makes sure a foreign flow with the same match and
+        priority survives; 1.0 has no cookie filter on deletes."""
         session = bridge.session
+        scoped = bridge.version != OFP10 and rule_id is not None
         try:
-            session.send(flows.flow_delete(bridge.version, match=match, strict=True,
-                                           priority=priority, xid=session.next_xid()))
+            session.send(flows.flow_delete(
+                bridge.version, match=match, strict=True, priority=priority,
+                cookie=cookie_for(rule_id) if scoped and rule_id is not None else 0,
+                cookie_mask=0xFFFFFFFFFFFFFFFF if scoped else 0, xid=session.next_xid()))
         except flows.Unrepresentable as exc:  # pragma: no cover - it was installed, so it encodes
             log.error("%s: cannot delete flow %s: %s", bridge.label, match, exc)
         bridge.counters["flows_deleted"] += 1
@@ -364,7 +378,15 @@ class Proxy:
         session.send(flows.flow_stats_request_all(OFP10, xid=bridge.stale_dump_xid))
 
     def _on_stale_dump(self, bridge: Bridge, message: Message) -> None:
-        reply = codec.decode(message)
+        try:
+            reply = codec.decode(message)
+        except RemoteProtocolError as exc:
+            self.handle_events(bridge.session, bridge.session.close(f"bad flow dump: {exc}"))
+            return
+        if reply.type != OFPST_FLOW:
+            self.handle_events(bridge.session, bridge.session.close(
+                f"stats reply of type {reply.type} to a flow dump request"))
+            return
         for stat in reply.body:
             if rule_id_from_cookie(stat.cookie) is None:
                 continue  # not the proxy's: never touched
@@ -373,7 +395,7 @@ class Proxy:
             except flows.Unrepresentable:
                 log.warning("%s: cannot decode stale flow %r to delete it", bridge.label, stat.match)
                 continue
-            self._delete_strict(bridge, stat.priority, match)
+            self._delete_strict(bridge, stat.priority, match, None)
         if not reply.flags & 1:  # OFPSF_REPLY_MORE
             bridge.stale_dump_xid = None
 

@@ -86,3 +86,11 @@ def test_framer_never_raises_anything_but_remote_errors(data: bytes) -> None:
         Framer().receive_data(data)
     except RemoteProtocolError:
         pass
+
+
+def test_negotiation_without_bitmap_takes_the_lower_header_version_or_fails() -> None:
+    ours = frozenset({OFP10, OFP13, OFP15})
+    # A 1.2-only peer: the lower header version is 1.2, which we do not speak.
+    assert negotiate(ours, _as_message(simple_message(0x03, OFPT_HELLO, 0))) is None
+    assert negotiate(ours, _as_message(simple_message(OFP13, OFPT_HELLO, 0))) == OFP13
+    assert negotiate(frozenset({OFP10, OFP13}), _as_message(simple_message(OFP15, OFPT_HELLO, 0))) == OFP13

@@ -144,3 +144,19 @@ def test_fast_key_equals_the_general_parser(in_port, proto, vlan_tci, ihl, fragm
     tag = b"" if vlan_tci is None else struct.pack("!HH", 0x8100, vlan_tci)
     frame = macs + tag + b"\x08\x00" + ip_header + ports + tail
     assert packet_key(in_port, frame) == packet_key_general(in_port, frame)
+
+
+def test_ipv6_extension_headers_are_walked_to_the_real_protocol() -> None:
+    ip6 = struct.pack("!IHBB", 6 << 28, 8 + 8 + 8, 0, 64) + b"\xfe\x80" + b"\0" * 13 + b"\x01" \
+        + b"\xff\x02" + b"\0" * 13 + b"\x01"
+    hop_by_hop = bytes([60, 0]) + b"\0" * 6         # next: destination options, 8 bytes
+    dest_opts = bytes([17, 0]) + b"\0" * 6           # next: UDP
+    frame = (b"\0\0\0\0\0\x02" + b"\0\0\0\0\0\x01" + b"\x86\xdd" + ip6 + hop_by_hop + dest_opts
+             + struct.pack("!HHHH", 546, 547, 8, 0))
+    fields = unpack(packet_key(1, frame))
+    assert fields["ip_proto"] == 17 and (fields["udp_src"], fields["udp_dst"]) == (546, 547)
+    later_fragment = bytes([17, 0]) + struct.pack("!HI", 8 << 3, 1)  # offset 8: no L4 header here
+    frame = frame[:54] + later_fragment + frame[70:]
+    frame = frame[:20] + bytes([44]) + frame[21:]  # the IPv6 next header is now "fragment"
+    fields = unpack(packet_key(1, frame))
+    assert fields["ip_proto"] == 17 and fields["udp_dst"] == 0

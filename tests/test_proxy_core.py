@@ -142,3 +142,97 @@ def test_packet_key_of_the_test_frame_is_what_the_rules_expect() -> None:
     # Guards the fixtures above: UDP_FRAME is UDP to port 5060 at 10.0.0.2.
     rule = parse_flow("udp,nw_dst=10.0.0.2,tp_dst=5060 actions=drop")
     assert rule.match.matches(packet_key(1, UDP_FRAME))
+
+
+def test_a_newer_session_of_the_same_datapath_closes_the_older_one() -> None:
+    proxy, old = connected(["priority=10,udp actions=output:2"])
+    new = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(new, handshake_13(new))  # same datapath id as `old`
+    assert old.close_reason is not None and "replaced" in old.close_reason
+    assert old.on_packet_in is None and list(proxy.bridges) == [new]
+
+
+def test_reloaded_fallback_takes_effect() -> None:
+    proxy, session = connected(["priority=100,in_port=9 actions=output:2"])
+    assert miss(proxy, session) == []
+    proxy.miss_fallback = "flood"
+    (out,) = miss(proxy, session)
+    assert out.type == OFPT_PACKET_OUT
+    assert struct.unpack_from("!HHI", out.raw, 24)[2] == ofproto_v1_3.OFPP_FLOOD
+
+
+def test_narrowed_flows_get_an_idle_timeout_of_their_own() -> None:
+    from ovs_sriov_proxy.proxy import NARROWED_IDLE_TIMEOUT
+
+    proxy, session = connected(["priority=10,udp actions=output:2",
+                                "priority=20,udp,nw_dst=10.0.0.9 actions=output:3"])
+    mod = flow_mod(miss(proxy, session)[0])
+    assert mod.idle_timeout == NARROWED_IDLE_TIMEOUT and mod.hard_timeout == 0
+
+
+def test_strict_deletes_are_scoped_to_the_rules_cookie() -> None:
+    proxy, session = connected(["priority=10,udp actions=output:2"])
+    miss(proxy, session)
+    (rule_id,) = next(iter(proxy.bridges.values())).installed
+    change = proxy.store.replace_origin("config", [
+        parse_flow("priority=10,udp actions=output:2"),
+        parse_flow("priority=50,udp,tp_dst=5060 actions=output:3"),
+    ])
+    proxy.apply_rule_change(change)
+    (delete,) = [flow_mod(m) for m in sent(session)]
+    assert delete.command == ofproto_v1_3.OFPFC_DELETE_STRICT
+    assert (delete.cookie, delete.cookie_mask) == (PROXY_COOKIE_TAG | rule_id, 2**64 - 1)
+
+
+def connected_10(rules: list[str]) -> tuple[Proxy, SwitchSession, int]:
+    """A proxy with an OF1.0 bridge; returns the xid of the proxy's stale-flow dump request."""
+    from ovs_sriov_proxy.openflow.framing import OFP10, OFPT_HELLO, simple_message
+
+    store = RuleStore()
+    store.replace_origin("config", [parse_flow(r) for r in rules])
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP10}), SessionTiming(), now=0)
+    session.data_to_send()
+    session.receive_data(simple_message(OFP10, OFPT_HELLO, 1), 0)
+    features_xid = sent(session)[0].xid
+    body = struct.pack("!QIB3xII", 7, 256, 1, 0, 0)
+    proxy.handle_events(session, session.receive_data(simple_message(OFP10, 6, features_xid, body), 0))
+    (dump,) = sent(session)
+    assert dump.type == 16  # OFPT_STATS_REQUEST (flows)
+    return proxy, session, dump.xid
+
+
+def test_of10_stale_dump_deletes_only_tagged_flows() -> None:
+    from os_ken.ofproto import ofproto_v1_0
+    from os_ken.ofproto import ofproto_v1_0_parser as p10
+
+    from ovs_sriov_proxy.openflow.framing import OFP10
+
+    proxy, session, xid = connected_10([])
+    dp = ofproto_protocol.ProtocolDesc(OFP10)
+    match = p10.OFPMatch(wildcards=ofproto_v1_0.OFPFW_ALL & ~ofproto_v1_0.OFPFW_IN_PORT, in_port=2)
+
+    def stat(cookie: int) -> bytes:
+        return struct.pack("!HBx40sIIHHHxxxxxxQQQ", 88, 0, match_bytes, 0, 0, 7, 0, 0, cookie, 0, 0)
+
+    buf = bytearray()
+    match.serialize(buf, 0)
+    match_bytes = bytes(buf)
+    body = struct.pack("!HH", 1, 0) + stat(PROXY_COOKIE_TAG | 99) + stat(0x1234)
+    reply = struct.pack("!BBHI", OFP10, 17, 8 + len(body), xid) + body
+    proxy.handle_events(session, session.receive_data(reply, 1))
+    (delete,) = sent(session)
+    mod = p10.OFPFlowMod.parser(dp, OFP10, OFPT_FLOW_MOD, len(delete.raw), delete.xid, delete.raw)
+    assert mod.command == ofproto_v1_0.OFPFC_DELETE_STRICT and mod.priority == 7
+    assert mod.match.in_port == 2
+
+
+def test_of10_stale_dump_answered_with_another_stats_type_closes_the_session() -> None:
+    from ovs_sriov_proxy.openflow.framing import OFP10
+
+    proxy, session, xid = connected_10([])
+    body = struct.pack("!HH", 0, 0) + b"\0" * 1056  # OFPST_DESC
+    proxy.handle_events(session, session.receive_data(
+        struct.pack("!BBHI", OFP10, 17, 8 + len(body), xid) + body, 1))
+    assert session.close_reason is not None and "flow dump" in session.close_reason
+    assert proxy.bridges == {}

@@ -176,3 +176,42 @@ def test_packet_in_10_after_handshake() -> None:
     session.receive_data(simple_message(OFP10, 6, requests[0].xid, body), 0)
     events = session.receive_data(packet_in_10(2, UDP_FRAME, buffer_id=5), 0)
     assert isinstance(events[0], PacketIn) and events[0].buffer_id == 5 and events[0].in_port == 2
+
+
+def test_peer_stuck_after_hello_is_dropped_at_the_handshake_deadline() -> None:
+    session = SwitchSession(BOTH, TIMING, now=0)
+    sent(session)
+    session.receive_data(hello(frozenset({OFP13})), 1)
+    assert session.next_deadline() == 5
+    assert session.handle_timer(4.9) == []
+    events = session.handle_timer(5)
+    assert isinstance(events[0], Closed) and "features reply" in events[0].reason
+
+
+def test_messages_held_before_ready_are_capped() -> None:
+    from ovs_sriov_proxy.sessions.switch import MAX_HELD_EVENTS
+
+    session = SwitchSession(BOTH, TIMING, now=0)
+    sent(session)
+    session.receive_data(hello(frozenset({OFP13})), 0)
+    burst = packet_in_13(1, UDP_FRAME) * (MAX_HELD_EVENTS + 1)
+    events = session.receive_data(burst, 0)
+    assert isinstance(events[-1], Closed) and "before the handshake ended" in events[-1].reason
+
+
+def test_multipart_reply_of_another_type_to_the_port_request_closes_cleanly() -> None:
+    session = SwitchSession(BOTH, TIMING, now=0)
+    sent(session)
+    session.receive_data(hello(frozenset({OFP13})), 0)
+    requests = sent(session)
+    desc_body = struct.pack("!HH4x", 0, 0) + b"\0" * 1056  # OFPMP_DESC with an empty ofp_desc
+    events = session.receive_data(simple_message(OFP13, 19, requests[2].xid, desc_body), 0)
+    assert isinstance(events[0], Closed) and "port description" in events[0].reason
+
+
+def test_a_message_batched_with_hello_must_carry_the_negotiated_version() -> None:
+    session = SwitchSession(BOTH, TIMING, now=0)
+    sent(session)
+    batch = hello(frozenset({OFP13})) + simple_message(OFP10, OFPT_ECHO_REQUEST, 3)
+    events = session.receive_data(batch, 0)
+    assert isinstance(events[0], Closed) and "differs from the negotiated" in events[0].reason

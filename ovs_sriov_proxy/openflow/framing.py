@@ -169,6 +169,12 @@ def hello(versions: frozenset[int], xid: int = 0) -> bytes:
 
 def peer_versions(message: Message) -> frozenset[int]:
     """The versions a peer's HELLO offers: its bitmap if it sent one, else every version up to its header's."""
+    offered = bitmap_versions(message)
+    return offered if offered is not None else frozenset(range(OFP10, message.version + 1))
+
+
+def bitmap_versions(message: Message) -> frozenset[int] | None:
+    """The versions in a HELLO's version bitmap element, or None if it has none."""
     body = message.body
     offset = 0
     while len(body) - offset >= 4:
@@ -182,13 +188,19 @@ def peer_versions(message: Message) -> frozenset[int]:
                 offered.update(32 * i + bit for bit in range(32) if word >> bit & 1)
             return frozenset(offered)
         offset += (elem_len + 7) // 8 * 8
-    return frozenset(range(OFP10, message.version + 1))
+    return None
 
 
 def negotiate(ours: frozenset[int], message: Message) -> int | None:
-    """The version both sides speak (the highest common one), or None."""
-    common = ours & peer_versions(message)
-    return max(common) if common else None
+    """The version both sides speak, or None (OpenFlow 1.3.1+, section 6.3.1): with a bitmap
+    from the peer, the highest common version; without one, the lower of the two header
+    versions, if we speak it."""
+    offered = bitmap_versions(message)
+    if offered is not None:
+        common = ours & offered
+        return max(common) if common else None
+    version = min(message.version, max(ours))
+    return version if version in ours else None
 
 
 # ---- ERROR messages ----

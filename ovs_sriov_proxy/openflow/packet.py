@@ -197,6 +197,28 @@ def packet_key(in_port: int, frame: bytes) -> int:
     return packet_key_general(in_port, frame)
 
 
+_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_FRAGMENT, _IPV6_AH, _IPV6_DEST_OPTS = 0, 43, 44, 51, 60
+
+
+def _skip_ipv6_extensions(frame: bytes, offset: int, next_header: int) -> tuple[int, int, bool]:
+    """(L4 protocol, L4 offset or -1 if cut short, whether this is a later fragment), walking
+    the extension headers as OVS's flow extraction does, so ip_proto is the real protocol."""
+    n = len(frame)
+    while next_header in (_IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_DEST_OPTS, _IPV6_AH,
+                          _IPV6_FRAGMENT):
+        if n < offset + 8:
+            return next_header, -1, False
+        if next_header == _IPV6_FRAGMENT:
+            later = bool(_U16.unpack_from(frame, offset + 2)[0] & 0xFFF8)
+            next_header, offset = frame[offset], offset + 8
+            if later:
+                return next_header, offset, True
+            continue
+        length = (frame[offset + 1] + 2) * 4 if next_header == _IPV6_AH else (frame[offset + 1] + 1) * 8
+        next_header, offset = frame[offset], offset + length
+    return next_header, offset, False
+
+
 def packet_key_general(in_port: int, frame: bytes) -> int:
     """packet_key for any frame, field by field.
 
@@ -246,7 +268,7 @@ def packet_key_general(in_port: int, frame: bytes) -> int:
         if n < offset + 40:
             return key
         (word,) = _U32.unpack_from(frame, offset)
-        proto = frame[offset + 6]
+        proto, l4, later_fragment = _skip_ipv6_extensions(frame, offset + 40, frame[offset + 6])
         tclass = (word >> 20) & 0xFF
         key |= (
             (tclass >> 2) << _IP_DSCP
@@ -256,7 +278,8 @@ def packet_key_general(in_port: int, frame: bytes) -> int:
             | _from_bytes(frame[offset + 8 : offset + 24], "big") << _IPV6_SRC
             | _from_bytes(frame[offset + 24 : offset + 40], "big") << _IPV6_DST
         )
-        l4 = offset + 40
+        if later_fragment or l4 < 0:
+            return key
         if proto == IP_PROTO_ICMPV6:
             if n >= l4 + 2:
                 t, c = _BYTES2.unpack_from(frame, l4)

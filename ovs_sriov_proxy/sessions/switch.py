@@ -53,6 +53,7 @@ OFPP_LOCAL = 0xFFFFFFFE
 OFPMP_PORT_DESC = 13
 OFPMPF_REPLY_MORE = 1
 MISS_SEND_LEN_FULL = 0xFFFF  # OFPCML_NO_BUFFER in 1.3; the largest length in 1.0
+MAX_HELD_EVENTS = 1024  # messages kept for delivery until the handshake is done
 # Controller-to-switch message types, which a switch never sends.
 _REQUESTS_10 = frozenset({5, 7, 9, 13, 14, 15, 16, 18, 20})
 _REQUESTS_13 = frozenset({5, 7, 9, 13, 14, 15, 16, 17, 18, 20, 22, 24, 26, 28, 29})
@@ -67,7 +68,7 @@ class State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SessionTiming:
-    hello_timeout: float = 5.0  # a peer that never says HELLO is dropped after this
+    hello_timeout: float = 5.0  # a peer not through HELLO and FEATURES by then is dropped
     echo_interval: float = 5.0  # an idle peer is probed with ECHO_REQUEST after this
     dead_interval: float = 15.0  # a peer silent for this long is declared dead
 
@@ -178,7 +179,7 @@ class SwitchSession:
     def next_deadline(self) -> float | None:
         if self.state is State.CLOSED:
             return None
-        if self.state is State.HELLO:
+        if self.state is not State.READY:
             return self._started + self.timing.hello_timeout
         if self._echo_sent_at is None:
             return self._last_rx + self.timing.echo_interval
@@ -189,8 +190,9 @@ class SwitchSession:
     def handle_timer(self, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
-        if self.state is State.HELLO and now >= self._started + self.timing.hello_timeout:
-            return self._close(f"no HELLO within {self.timing.hello_timeout:g}s")
+        if self.state is not State.READY and now >= self._started + self.timing.hello_timeout:
+            waiting_for = "HELLO" if self.state is State.HELLO else "features reply"
+            return self._close(f"no {waiting_for} within {self.timing.hello_timeout:g}s")
         if now - self._last_rx >= self.timing.dead_interval:
             return self._close(f"silent for {now - self._last_rx:.1f}s (dead peer)")
         if self._echo_sent_at is None and now - self._last_rx >= self.timing.echo_interval:
@@ -218,6 +220,12 @@ class SwitchSession:
         except RemoteProtocolError as exc:
             return self._close(f"protocol error: {exc}")
 
+    def close(self, reason: str) -> list[Event]:
+        """End the session from our side (the transport closes the connection)."""
+        if self.state is State.CLOSED:
+            return []
+        return self._close(reason)
+
     def connection_lost(self, reason: str = "connection closed by peer") -> list[Event]:
         if self.state is State.CLOSED:
             return []
@@ -233,6 +241,10 @@ class SwitchSession:
     def _handle(self, message: Message) -> list[Event]:
         if self.state is State.HELLO:
             return self._handle_hello(message)
+        if message.version != self.version:  # e.g. sent in the same segment as the HELLO
+            raise RemoteProtocolError(
+                f"message version 0x{message.version:02x} differs from the negotiated "
+                f"0x{self.version:02x}")
         msg_type = message.type
         if msg_type == OFPT_PACKET_IN:
             event: Event = parse_packet_in(self.version, message.raw)
@@ -272,6 +284,8 @@ class SwitchSession:
     def _deliver(self, event: Event) -> list[Event]:
         if self.state is State.READY:
             return [event]
+        if len(self._held) >= MAX_HELD_EVENTS:
+            raise RemoteProtocolError(f"more than {MAX_HELD_EVENTS} messages before the handshake ended")
         self._held.append(event)
         return []
 
@@ -318,6 +332,8 @@ class SwitchSession:
 
     def _handle_port_desc(self, message: Message) -> list[Event]:
         msg = codec.decode(message)
+        if msg.type != OFPMP_PORT_DESC:
+            raise RemoteProtocolError(f"multipart reply of type {msg.type} to a port description request")
         for port in msg.body:
             info = _port_info(port, self.version)
             self._handshake.ports[info.port_no] = info

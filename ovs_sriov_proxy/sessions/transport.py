@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[SwitchSession, list], None]
 TICK_SECONDS = 0.25
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # a bridge that stops reading is cut off past this backlog
+CLOSE_GRACE_SECONDS = 5.0  # how long a closed session may take to drain before it is aborted
 
 
 READ_BUFFER_BYTES = 256 * 1024
@@ -56,10 +57,25 @@ class SwitchConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         session = self.session
         assert session is not None
-        events = session.receive_data(bytes(self._read_view[:nbytes]), time.monotonic())
-        if events:
-            self._server.sink(session, events)
+        try:
+            events = session.receive_data(bytes(self._read_view[:nbytes]), time.monotonic())
+            if events:
+                self._server.sink(session, events)
+        except Exception:  # a bug must cost this one session, never the others or the process
+            self._fail("handling its messages")
         self.flush()
+
+    def _fail(self, doing: str) -> None:
+        log.exception("bridge session %s: internal error while %s; closing it", self.peer, doing)
+        session = self.session
+        if session is not None:
+            events = session.close(f"internal error while {doing}")
+            try:
+                self._server.sink(session, events)
+            except Exception:
+                log.exception("bridge session %s: error while closing", self.peer)
+        if self._transport is not None:
+            self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -90,7 +106,9 @@ class SwitchConnection(asyncio.BufferedProtocol):
             transport.write(data)
         if session.close_reason is not None:
             log.info("bridge session %s closed: %s", self.peer, session.close_reason)
-            transport.close()
+            transport.close()  # sends what is queued (e.g. an ERROR) first...
+            # ...unless the peer does not read: then its buffers must not live on.
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, transport.abort)
         elif transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             log.warning("bridge session %s is not reading; closing it", self.peer)
             events = session.connection_lost("write backlog exceeded (peer not reading)")
@@ -148,7 +166,10 @@ class SwitchServer:
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
             for connection in list(self.connections):
-                connection.tick(now)
+                try:
+                    connection.tick(now)
+                except Exception:  # one session's bug must not stop every session's timers
+                    connection._fail("running its timers")
 
     def flush_all(self) -> None:
         for connection in list(self.connections):
