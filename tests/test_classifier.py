@@ -129,8 +129,22 @@ def test_distinguishing_field_brings_its_prerequisites() -> None:
     key = pack({"in_port": 1, "eth_type": 0x0800, "ip_proto": 17, "udp_dst": 54})
     assert classifier.lookup(key) == (1, port_rule)
     cached = classifier.cache_match(1, key).fields()
-    assert cached["udp_dst"] == (54, 0xFFFF)
+    # 54 = 0b110110 and 53 = 0b110101 first differ at bit 1: the prefix down to it is enough.
+    assert cached["udp_dst"] == (54, 0xFFFE)
     assert cached["ip_proto"] == (17, 0xFF) and cached["eth_type"] == (0x0800, 0xFFFF)
+
+
+def test_narrowing_pins_a_prefix_so_high_ports_share_one_flow() -> None:
+    classifier = Classifier()
+    classifier.add(1, rule(1, port=1))
+    classifier.add(2, FlowRule(Match.from_fields({**UDP_BASE, "udp_dst": (53, 0xFFFF)}),
+                               (Output(3),), priority=9))
+    flows = {classifier.cache_match(1, pack({"in_port": 1, "eth_type": 0x0800, "ip_proto": 17,
+                                             "udp_dst": port}))
+             for port in (40000, 50000, 61000)}
+    assert len(flows) == 1
+    (flow,) = flows
+    assert flow.fields()["udp_dst"] == (0x8000, 0x8000)
 
 
 def test_no_match_returns_none() -> None:

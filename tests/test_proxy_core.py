@@ -86,7 +86,8 @@ def test_hit_under_an_overlapping_higher_rule_installs_a_narrowed_flow() -> None
     out = miss(proxy, session)  # UDP_FRAME goes to 10.0.0.2
     mod = flow_mod(out[0])
     assert mod.priority == 10
-    assert dict(mod.match.items())["ipv4_dst"] == "10.0.0.2"
+    # 10.0.0.2 and 10.0.0.9 first differ at bit 3: 10.0.0.0/29 excludes .9 and keeps .2.
+    assert dict(mod.match.items())["ipv4_dst"] == ("10.0.0.0", "255.255.255.248")
 
 
 def test_miss_without_rule_drop_sends_nothing_and_flood_floods() -> None:

@@ -171,14 +171,19 @@ class Classifier:
 
 
 def _distinguishing_mask(above: Match, differing: int) -> int:
-    """Bits that tell a packet apart from `above`: the first field (in prerequisite order) on
-    which they differ, with the prerequisites of that field. Earlier fields agree with `above`,
-    so pinning them keeps the installed match valid OpenFlow."""
+    """Bits that tell a packet apart from `above`: in the first field (in prerequisite order) on
+    which they differ, the prefix of that field down to its most significant differing bit —
+    every packet sharing that prefix differs from `above` on that bit — plus the prerequisites
+    of the field. A prefix rather than the whole field keeps one flow for, say, all high L4
+    ports, and stays expressible as a CIDR for addresses. Earlier fields agree with `above`, so
+    pinning the prerequisites keeps the installed match valid OpenFlow."""
     for name in FIELD_ORDER:
         f = FIELDS[name]
         field_bits = f.full_mask << f.offset
-        if differing & field_bits:
-            mask = above.mask & field_bits
+        field_differing = differing & field_bits
+        if field_differing:
+            lowest_pinned = 1 << (field_differing.bit_length() - 1)
+            mask = field_bits & ~(lowest_pinned - 1)
             for prerequisite_name, _ in f.prerequisite:
                 p = FIELDS[prerequisite_name]
                 mask |= above.mask & (p.full_mask << p.offset)
