@@ -196,7 +196,7 @@ def main() -> None:
           f"{len(hit_keys)} packets ({len(distinct_flows) / len(distinct_rules):.2f} per rule)")
     print(f"  peer: linear scan  {rate(len(probe), linear_time)}")
     print(f"  speedup vs linear  {(linear_time / len(probe)) / (lookup / len(keys)):,.0f}x")
-    hypervisor_scenario(args.vms, args.flows_per_vm, rng)
+    hypervisor_scenario(args.vms, args.flows_per_vm, random.Random(args.seed))
 
 
 if __name__ == "__main__":
