@@ -46,6 +46,14 @@ def brute_force(rules: list[tuple[int, FlowRule]], key: int) -> int | None:
     return best_id
 
 
+def loaded(generated: list[FlowRule]) -> tuple[Classifier, list[tuple[int, FlowRule]]]:
+    classifier = Classifier()
+    numbered = list(enumerate(generated, start=1))
+    for rule_id, r in numbered:
+        classifier.add(rule_id, r)
+    return classifier, numbered
+
+
 rules_strategy = st.lists(
     st.builds(
         rule,
@@ -63,10 +71,7 @@ rules_strategy = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(rules_strategy)
 def test_lookup_agrees_with_brute_force(generated: list[FlowRule]) -> None:
-    classifier = Classifier()
-    numbered = list(enumerate(generated, start=1))
-    for rule_id, r in numbered:
-        classifier.add(rule_id, r)
+    classifier, numbered = loaded(generated)
     for key in UNIVERSE:
         hit = classifier.lookup(key)
         assert (hit[0] if hit else None) == brute_force(numbered, key)
@@ -75,10 +80,7 @@ def test_lookup_agrees_with_brute_force(generated: list[FlowRule]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(rules_strategy)
 def test_cached_flow_never_disagrees_with_the_rules(generated: list[FlowRule]) -> None:
-    classifier = Classifier()
-    numbered = list(enumerate(generated, start=1))
-    for rule_id, r in numbered:
-        classifier.add(rule_id, r)
+    classifier, numbered = loaded(generated)
     for key in UNIVERSE:
         hit = classifier.lookup(key)
         if hit is None:

@@ -197,6 +197,21 @@ def packet_key(in_port: int, frame: bytes) -> int:
     return packet_key_general(in_port, frame)
 
 
+def _transport_key(frame: bytes, l4: int, proto: int, icmp_proto: int,
+                   icmp_offsets: tuple[int, int]) -> int:
+    """The key bits of the L4 header at `l4`: ports of TCP/UDP/SCTP, or ICMP type and code."""
+    if proto == icmp_proto:
+        if len(frame) >= l4 + 2:
+            icmp_type, code = _BYTES2.unpack_from(frame, l4)
+            return icmp_type << icmp_offsets[0] | code << icmp_offsets[1]
+        return 0
+    ports = _L4.get(proto)
+    if ports is not None and len(frame) >= l4 + 4:
+        sport, dport = _PORTS.unpack_from(frame, l4)
+        return sport << ports[0] | dport << ports[1]
+    return 0
+
+
 _IPV6_HOP_BY_HOP, _IPV6_ROUTING, _IPV6_FRAGMENT, _IPV6_AH, _IPV6_DEST_OPTS = 0, 43, 44, 51, 60
 
 
@@ -254,16 +269,7 @@ def packet_key_general(in_port: int, frame: bytes) -> int:
         )
         if frag & 0x1FFF:  # a later fragment carries no L4 header
             return key
-        l4 = offset + (vihl & 0x0F) * 4
-        if proto == IP_PROTO_ICMP:
-            if n >= l4 + 2:
-                t, c = _BYTES2.unpack_from(frame, l4)
-                key |= t << _ICMPV4[0] | c << _ICMPV4[1]
-        else:
-            ports = _L4.get(proto)
-            if ports is not None and n >= l4 + 4:
-                sport, dport = _PORTS.unpack_from(frame, l4)
-                key |= sport << ports[0] | dport << ports[1]
+        key |= _transport_key(frame, offset + (vihl & 0x0F) * 4, proto, IP_PROTO_ICMP, _ICMPV4)
     elif eth_type == ETH_TYPE_IPV6:
         if n < offset + 40:
             return key
@@ -280,15 +286,7 @@ def packet_key_general(in_port: int, frame: bytes) -> int:
         )
         if later_fragment or l4 < 0:
             return key
-        if proto == IP_PROTO_ICMPV6:
-            if n >= l4 + 2:
-                t, c = _BYTES2.unpack_from(frame, l4)
-                key |= t << _ICMPV6[0] | c << _ICMPV6[1]
-        else:
-            ports = _L4.get(proto)
-            if ports is not None and n >= l4 + 4:
-                sport, dport = _PORTS.unpack_from(frame, l4)
-                key |= sport << ports[0] | dport << ports[1]
+        key |= _transport_key(frame, l4, proto, IP_PROTO_ICMPV6, _ICMPV6)
     elif eth_type == ETH_TYPE_ARP:
         if n < offset + 28:
             return key
