@@ -48,6 +48,10 @@ class Policy:
         return not self.hours or any(window.contains(local_time) for window in self.hours)
 
 
+def _in_scope(scope: Match | None, key: int) -> bool:
+    return scope is None or scope.matches(key)
+
+
 class _RateMeter:
     """Misses sent in the last RATE_WINDOW_SECONDS (a sliding window of timestamps)."""
 
@@ -84,8 +88,7 @@ class Arbiter:
         """Controllers a miss with this packed key goes to, best-ranked by static priority first.
         `available` limits the choice to controllers that are connected right now."""
         names = self.policies if available is None else [n for n in available if n in self.policies]
-        chosen = [self.policies[n] for n in names
-                  if self.policies[n].scope is None or self.policies[n].scope.matches(key)]
+        chosen = [p for p in (self.policies[n] for n in names) if _in_scope(p.scope, key)]
         return [p.name for p in sorted(chosen, key=lambda p: (-p.priority, p.order))]
 
     def record_packet_in(self, name: str, now: float) -> None:
