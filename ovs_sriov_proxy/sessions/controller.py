@@ -1,0 +1,301 @@
+"""The proxy's side of one upstream controller connection for one bridge: the proxy plays the switch.
+
+Sans-IO, like sessions/switch.py: bytes and `now` in, events and bytes out. What only concerns
+this controller is answered here and never reaches the bridge: HELLO, ECHO, FEATURES_REQUEST,
+GET_CONFIG, SET_CONFIG (miss_send_len), SET_ASYNC and GET_ASYNC (1.3), ROLE_REQUEST. Keeping them
+per controller is what stops one controller (Faucet turns table-miss packet-ins off with
+SET_ASYNC) from silencing misses for the proxy or for the others. Everything that acts on the
+bridge — FLOW_MOD, PACKET_OUT, GROUP_MOD, METER_MOD, PORT_MOD, TABLE_MOD, multipart requests,
+BARRIER_REQUEST, experimenter — comes out as a `Relay` event for the proxy to translate, map
+xids and forward; PACKET_OUT is decoded as well, since the proxy correlates it with the miss it
+answers. Messages the controller should hear (PACKET_IN, PORT_STATUS, FLOW_REMOVED) are offered
+through `send_*` methods that apply this controller's role and async masks.
+
+Not wired to the proxy yet: groundwork for the northbound issue.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+from ..openflow import switch_side
+from ..openflow.framing import (
+    OFP10,
+    OFP13,
+    OFPBRC_BAD_TYPE,
+    OFPET_BAD_REQUEST,
+    OFPET_HELLO_FAILED,
+    OFPHFC_INCOMPATIBLE,
+    OFPT_ECHO_REPLY,
+    OFPT_ECHO_REQUEST,
+    OFPT_FEATURES_REQUEST,
+    OFPT_GET_CONFIG_REQUEST,
+    OFPT_HELLO,
+    OFPT_PACKET_OUT,
+    OFPT_SET_CONFIG,
+    Framer,
+    Message,
+    RemoteProtocolError,
+    error,
+    hello,
+    negotiate,
+    simple_message,
+)
+from ..openflow.switch_side import PacketOut, PortDesc
+from .switch import SessionTiming
+
+OFPT_ROLE_REQUEST = 24
+OFPT_GET_ASYNC_REQUEST = 26
+OFPT_GET_ASYNC_REPLY = 27
+OFPT_SET_ASYNC = 28
+OFPCR_ROLE_NOCHANGE, OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE = 0, 1, 2, 3
+OFPET_ROLE_REQUEST_FAILED, OFPRRFC_STALE = 11, 0
+# Async property numbering of OpenFlow 1.4 (1.3's fixed masks are mapped onto it).
+PACKET_IN_SLAVE, PACKET_IN_MASTER = 0, 1
+PORT_STATUS_SLAVE, PORT_STATUS_MASTER = 2, 3
+FLOW_REMOVED_SLAVE, FLOW_REMOVED_MASTER = 4, 5
+# The spec's defaults: a master/equal controller hears no-match and action packet-ins, every
+# port status and flow removal; a slave only port status.
+DEFAULT_ASYNC = {PACKET_IN_SLAVE: 0, PACKET_IN_MASTER: 0b11, PORT_STATUS_SLAVE: 0b111,
+                 PORT_STATUS_MASTER: 0b111, FLOW_REMOVED_SLAVE: 0, FLOW_REMOVED_MASTER: 0b1111}
+DEFAULT_MISS_SEND_LEN = 128
+_ASYNC13 = struct.Struct("!6I")
+
+
+class State(enum.Enum):
+    HELLO = "hello"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class DatapathView:
+    """What a controller is shown of the bridge behind the proxy."""
+
+    datapath_id: int
+    n_tables: int
+    n_buffers: int
+    capabilities: int
+    ports: tuple[PortDesc, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerReady:
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A message for the bridge (xid still the controller's); `packet_out` when it is one."""
+
+    message: Message
+    packet_out: PacketOut | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerClosed:
+    reason: str
+
+
+Event = ControllerReady | Relay | ControllerClosed
+
+# Messages for the bridge, by type: experimenter/vendor 4, PACKET_OUT 13, FLOW_MOD 14, then
+# 1.0: PORT_MOD 15, STATS_REQUEST 16, BARRIER_REQUEST 18;
+# 1.3+: GROUP_MOD 15, PORT_MOD 16, TABLE_MOD 17, MULTIPART_REQUEST 18, BARRIER_REQUEST 20,
+# METER_MOD 29.
+_RELAYED_10 = frozenset({4, 13, 14, 15, 16, 18})
+_RELAYED = frozenset({4, 13, 14, 15, 16, 17, 18, 20, 29})
+
+
+@dataclass(slots=True)
+class ControllerState:
+    """What this controller configured for itself (never applied to the bridge)."""
+
+    miss_send_len: int = DEFAULT_MISS_SEND_LEN
+    config_flags: int = 0
+    role: int = OFPCR_ROLE_EQUAL
+    generation_id: int | None = None
+    async_masks: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_ASYNC))
+
+
+class ControllerSession:
+    def __init__(self, name: str, versions: frozenset[int], view: DatapathView,
+                 timing: SessionTiming, now: float) -> None:
+        self.name = name
+        self.versions = versions
+        self.view = view
+        self.timing = timing
+        self.state = State.HELLO
+        self.version = 0
+        self.settings = ControllerState()
+        self.close_reason: str | None = None
+        self._framer = Framer()
+        self._outbox: list[bytes] = [hello(versions)]
+        self._started = now
+        self._last_rx = now
+        self._echo_sent_at: float | None = None
+        self._xid = 0
+
+    # ---- outputs ----
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        return data
+
+    def send(self, raw: bytes) -> None:
+        if self.state is State.READY:
+            self._outbox.append(raw)
+
+    def next_xid(self) -> int:
+        self._xid = (self._xid + 1) & 0xFFFFFFFF or 1
+        return self._xid
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        if self.state is State.HELLO:
+            return self._started + self.timing.hello_timeout
+        if self._echo_sent_at is None:
+            return self._last_rx + self.timing.echo_interval
+        return self._last_rx + self.timing.dead_interval
+
+    # ---- what the controller hears, filtered by its role and async masks ----
+
+    def _wants(self, slave_kind: int, master_kind: int, reason: int) -> bool:
+        kind = slave_kind if self.settings.role == OFPCR_ROLE_SLAVE else master_kind
+        return bool(self.settings.async_masks.get(kind, 0) >> reason & 1)
+
+    def send_packet_in(self, *, buffer_id: int, total_len: int, in_port: int, reason: int,
+                       data: bytes, table_id: int = 0, cookie: int = 0) -> bool:
+        """Offer a miss; False if this controller asked not to get it (role or async mask)."""
+        if self.state is not State.READY or not self._wants(PACKET_IN_SLAVE, PACKET_IN_MASTER, reason):
+            return False
+        if buffer_id != 0xFFFFFFFF and self.settings.miss_send_len < len(data):
+            data = data[: self.settings.miss_send_len]  # the rest stays in the proxy's buffer
+        self._outbox.append(switch_side.packet_in(
+            self.version, buffer_id=buffer_id, total_len=total_len, in_port=in_port,
+            reason=reason, table_id=table_id, cookie=cookie, data=data, xid=0))
+        return True
+
+    def send_port_status(self, reason: int, port: PortDesc) -> bool:
+        if self.state is not State.READY or not self._wants(PORT_STATUS_SLAVE, PORT_STATUS_MASTER, reason):
+            return False
+        self._outbox.append(switch_side.port_status(self.version, reason=reason, port=port))
+        return True
+
+    def wants_flow_removed(self, reason: int) -> bool:
+        return self.state is State.READY and self._wants(FLOW_REMOVED_SLAVE, FLOW_REMOVED_MASTER, reason)
+
+    # ---- inputs ----
+
+    def handle_timer(self, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.HELLO and now >= self._started + self.timing.hello_timeout:
+            return self._close(f"no HELLO within {self.timing.hello_timeout:g}s")
+        if now - self._last_rx >= self.timing.dead_interval:
+            return self._close(f"silent for {now - self._last_rx:.1f}s (dead peer)")
+        if self._echo_sent_at is None and now - self._last_rx >= self.timing.echo_interval:
+            self._echo_sent_at = now
+            self._outbox.append(simple_message(self.version, OFPT_ECHO_REQUEST, self.next_xid()))
+        return []
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        self._last_rx = now
+        self._echo_sent_at = None
+        events: list[Event] = []
+        try:
+            for message in self._framer.receive_data(data):
+                events.extend(self._handle(message))
+                if self.state is State.CLOSED:
+                    break
+        except RemoteProtocolError as exc:
+            events.extend(self._close(f"protocol error: {exc}"))
+        return events
+
+    def connection_lost(self, reason: str = "connection closed by peer") -> list[Event]:
+        return [] if self.state is State.CLOSED else self._close(reason)
+
+    # ---- internals ----
+
+    def _close(self, reason: str) -> list[Event]:
+        self.state = State.CLOSED
+        self.close_reason = reason
+        return [ControllerClosed(reason)]
+
+    def _refuse(self, message: Message, err_type: int, code: int) -> list[Event]:
+        self._outbox.append(error(self.version, message.xid, err_type, code, message.raw))
+        return []
+
+    def _handle(self, message: Message) -> list[Event]:
+        if self.state is State.HELLO:
+            if message.type != OFPT_HELLO:
+                raise RemoteProtocolError(f"expected HELLO, got message type {message.type}")
+            version = negotiate(self.versions, message)
+            if version is None:
+                self._outbox.append(error(min(self.versions | {message.version}), 0,
+                                          OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE))
+                return self._close(f"no common OpenFlow version (controller offered 0x{message.version:02x})")
+            self.version = version
+            self._framer.expected_version = version
+            self.state = State.READY
+            return [ControllerReady(version)]
+        if message.version != self.version:
+            raise RemoteProtocolError(f"message version 0x{message.version:02x} differs from the "
+                                      f"negotiated 0x{self.version:02x}")
+        version, msg_type, xid = self.version, message.type, message.xid
+        if msg_type == OFPT_ECHO_REQUEST:
+            self._outbox.append(simple_message(version, OFPT_ECHO_REPLY, xid, message.body))
+        elif msg_type in (OFPT_ECHO_REPLY, OFPT_HELLO):
+            pass
+        elif msg_type == OFPT_FEATURES_REQUEST:
+            view = self.view
+            self._outbox.append(switch_side.features_reply(
+                version, datapath_id=view.datapath_id, n_buffers=view.n_buffers,
+                n_tables=view.n_tables, capabilities=view.capabilities,
+                ports=view.ports if version == OFP10 else (), xid=xid))
+        elif msg_type == OFPT_GET_CONFIG_REQUEST:
+            self._outbox.append(switch_side.get_config_reply(
+                version, flags=self.settings.config_flags,
+                miss_send_len=self.settings.miss_send_len, xid=xid))
+        elif msg_type == OFPT_SET_CONFIG:
+            config = switch_side.decode_set_config(version, message.raw)
+            self.settings.config_flags = config.flags
+            self.settings.miss_send_len = config.miss_send_len
+        elif version != OFP10 and msg_type == OFPT_ROLE_REQUEST:
+            return self._role_request(message)
+        elif version != OFP10 and msg_type == OFPT_SET_ASYNC:
+            self.settings.async_masks.update(switch_side.decode_set_async(version, message.raw).masks)
+        elif version == OFP13 and msg_type == OFPT_GET_ASYNC_REQUEST:
+            masks = self.settings.async_masks
+            self._outbox.append(simple_message(version, OFPT_GET_ASYNC_REPLY, xid, _ASYNC13.pack(
+                masks[PACKET_IN_MASTER], masks[PACKET_IN_SLAVE], masks[PORT_STATUS_MASTER],
+                masks[PORT_STATUS_SLAVE], masks[FLOW_REMOVED_MASTER], masks[FLOW_REMOVED_SLAVE])))
+        elif msg_type == OFPT_PACKET_OUT:
+            return [Relay(message, switch_side.decode_packet_out(version, message.raw))]
+        elif msg_type in (_RELAYED_10 if version == OFP10 else _RELAYED):
+            return [Relay(message)]
+        else:
+            return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE)
+        return []
+
+    def _role_request(self, message: Message) -> list[Event]:
+        request = switch_side.decode_role_request(self.version, message.raw)
+        settings = self.settings
+        if request.role in (OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE):
+            previous = settings.generation_id
+            # Stale when (generation_id - cached) is negative as a signed 64-bit number.
+            if previous is not None and ((request.generation_id - previous) % (1 << 64)) >> 63:
+                return self._refuse(message, OFPET_ROLE_REQUEST_FAILED, OFPRRFC_STALE)
+            settings.generation_id = request.generation_id
+        if request.role != OFPCR_ROLE_NOCHANGE:
+            settings.role = request.role
+        self._outbox.append(switch_side.role_reply(
+            self.version, settings.role, settings.generation_id or 0, message.xid))
+        return []
+

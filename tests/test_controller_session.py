@@ -1,0 +1,134 @@
+"""The proxy playing the switch towards one controller, driven with os-ken-built controller messages."""
+
+from __future__ import annotations
+
+import struct
+
+from os_ken.ofproto import ofproto_protocol
+from os_ken.ofproto import ofproto_v1_0 as of10
+from os_ken.ofproto import ofproto_v1_0_parser as p10
+from os_ken.ofproto import ofproto_v1_3 as of13
+from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+from ovs_sriov_proxy.openflow.framing import OFP10, OFP13, OFPT_HELLO, Framer, hello, simple_message
+from ovs_sriov_proxy.openflow.switch_side import PortDesc
+from ovs_sriov_proxy.sessions.controller import (
+    OFPCR_ROLE_MASTER,
+    OFPCR_ROLE_SLAVE,
+    ControllerClosed,
+    ControllerReady,
+    ControllerSession,
+    DatapathView,
+    Relay,
+)
+from ovs_sriov_proxy.sessions.switch import SessionTiming
+
+DP13 = ofproto_protocol.ProtocolDesc(OFP13)
+DP10 = ofproto_protocol.ProtocolDesc(OFP10)
+VIEW = DatapathView(0xAB, 254, 0, 0, (PortDesc(1, "vf0-rep", "02:00:00:00:00:01"),))
+FRAME = bytes(range(200))
+
+
+def wire(msg, xid: int = 7) -> bytes:
+    msg.set_xid(xid)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def replies(session: ControllerSession) -> list:
+    return Framer().receive_data(session.data_to_send())
+
+
+def ready(version: int = OFP13) -> ControllerSession:
+    session = ControllerSession("c1", frozenset({OFP10, OFP13}), VIEW, SessionTiming(), now=0)
+    assert replies(session)[0].type == OFPT_HELLO
+    events = session.receive_data(hello(frozenset({version})), 0)
+    assert events == [ControllerReady(version)]
+    return session
+
+
+def test_features_and_config_are_answered_from_the_view_and_the_controllers_own_settings() -> None:
+    session = ready()
+    session.receive_data(wire(p13.OFPFeaturesRequest(DP13), 3), 1)
+    (features,) = replies(session)
+    parsed = p13.OFPSwitchFeatures.parser(DP13, OFP13, 6, len(features.raw), 3, features.raw)
+    assert (parsed.datapath_id, parsed.n_tables, features.xid) == (0xAB, 254, 3)
+    assert session.receive_data(wire(p13.OFPSetConfig(DP13, 0, 512)), 1) == []
+    session.receive_data(wire(p13.OFPGetConfigRequest(DP13), 4), 1)
+    (config,) = replies(session)
+    assert struct.unpack_from("!HH", config.raw, 8) == (0, 512)
+
+
+def test_set_async_silences_only_this_controller() -> None:
+    faucet_like = ready()
+    other = ready()
+    # Faucet turns table-miss packet-ins off (only ACTION ones wanted).
+    faucet_like.receive_data(wire(p13.OFPSetAsync(DP13, [1 << of13.OFPR_ACTION, 0], [7, 7], [15, 0])), 1)
+    assert faucet_like.data_to_send() == b""  # answered nothing, forwarded nothing
+    assert not faucet_like.send_packet_in(buffer_id=1, total_len=200, in_port=1, reason=0, data=FRAME)
+    assert faucet_like.send_packet_in(buffer_id=1, total_len=200, in_port=1, reason=1, data=FRAME)
+    assert other.send_packet_in(buffer_id=1, total_len=200, in_port=1, reason=0, data=FRAME)
+    (packet_in,) = replies(other)
+    parsed = p13.OFPPacketIn.parser(DP13, OFP13, 10, len(packet_in.raw), 0, packet_in.raw)
+    assert parsed.match["in_port"] == 1 and parsed.data == FRAME[:128]  # default miss_send_len
+
+
+def test_slave_role_hears_no_packet_ins_and_stale_generations_are_refused() -> None:
+    session = ready()
+    session.receive_data(wire(p13.OFPRoleRequest(DP13, OFPCR_ROLE_SLAVE, 10), 5), 1)
+    (reply,) = replies(session)
+    parsed = p13.OFPRoleReply.parser(DP13, OFP13, 25, len(reply.raw), 5, reply.raw)
+    assert (parsed.role, parsed.generation_id) == (OFPCR_ROLE_SLAVE, 10)
+    assert not session.send_packet_in(buffer_id=1, total_len=200, in_port=1, reason=0, data=FRAME)
+    session.receive_data(wire(p13.OFPRoleRequest(DP13, OFPCR_ROLE_MASTER, 9), 6), 1)
+    (refusal,) = replies(session)
+    assert refusal.type == 1 and struct.unpack_from("!HH", refusal.raw, 8) == (11, 0)
+    assert session.settings.role == OFPCR_ROLE_SLAVE
+
+
+def test_bridge_messages_are_relayed_and_packet_outs_decoded() -> None:
+    session = ready()
+    flow_mod = wire(p13.OFPFlowMod(DP13, priority=5, match=p13.OFPMatch(in_port=1), instructions=[]))
+    (relay,) = session.receive_data(flow_mod, 1)
+    assert isinstance(relay, Relay) and relay.message.raw == flow_mod and relay.packet_out is None
+    packet_out = wire(p13.OFPPacketOut(DP13, 42, 3, [p13.OFPActionOutput(2)], None))
+    (relay,) = session.receive_data(packet_out, 1)
+    assert relay.packet_out is not None
+    assert (relay.packet_out.buffer_id, relay.packet_out.in_port) == (42, 3)
+    (barrier,) = session.receive_data(wire(p13.OFPBarrierRequest(DP13)), 1)
+    assert isinstance(barrier, Relay) and barrier.message.type == 20
+    assert session.data_to_send() == b""
+
+
+def test_of10_controller_gets_ports_in_the_features_reply() -> None:
+    session = ready(OFP10)
+    session.receive_data(wire(p10.OFPFeaturesRequest(DP10), 3), 1)
+    (features,) = replies(session)
+    parsed = p10.OFPSwitchFeatures.parser(DP10, OFP10, 6, len(features.raw), 3, features.raw)
+    assert list(parsed.ports) == [1]
+    (relay,) = session.receive_data(wire(p10.OFPPacketOut(DP10, of10.OFP_NO_BUFFER, 1,
+                                                          [p10.OFPActionOutput(2)], FRAME)), 1)
+    assert relay.packet_out is not None and relay.packet_out.data == FRAME
+
+
+def test_hostile_controller_loses_its_session_only() -> None:
+    session = ready()
+    events = session.receive_data(struct.pack("!BBHI", OFP13, 14, 9000, 1) + b"\0" * 20, 1)
+    assert events == []  # a length that announces more than is there: wait for the rest
+    events = ready().receive_data(b"\x04\x0e\x00\x04\x00\x00\x00\x00", 1)
+    assert isinstance(events[0], ControllerClosed)
+    unknown = ready()
+    assert unknown.receive_data(simple_message(OFP13, 99, 8), 1) == []
+    (refusal,) = replies(unknown)
+    assert refusal.type == 1 and refusal.xid == 8  # BAD_REQUEST/BAD_TYPE, session kept
+    truncated_set_config = simple_message(OFP13, 9, 3, b"\0")
+    events = ready().receive_data(truncated_set_config, 1)
+    assert isinstance(events[0], ControllerClosed)
+
+
+def test_echo_keepalive_and_dead_controller() -> None:
+    session = ready()
+    assert session.handle_timer(5) == []
+    assert replies(session)[0].type == 2  # ECHO_REQUEST
+    events = session.handle_timer(15)
+    assert isinstance(events[0], ControllerClosed) and "dead peer" in events[0].reason
