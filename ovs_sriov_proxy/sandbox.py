@@ -472,6 +472,16 @@ class OvsSandbox:
         if survivors:
             raise SandboxError("; ".join(survivors))
 
+    def stop_process(self, process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+        """End a process started with ``spawn`` on purpose (a test killing its controller), so
+        that it does not count as having exited on its own."""
+        for daemon in self._extra:
+            if daemon.process is process:
+                self._stop_daemon(daemon, timeout)
+                self._extra.remove(daemon)
+                return
+        raise SandboxError(f"pid {process.pid} is not a process of this sandbox")
+
     def _stop_daemon(self, daemon: _Daemon, timeout: float) -> None:
         process = daemon.process
         if process.returncode is not None:
