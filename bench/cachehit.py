@@ -181,7 +181,8 @@ class Harness:
             config.write_text(
                 "[proxy]\n"
                 f'listen = ["ptcp:{port}:127.0.0.1"]\n'
-                f'state_dir = "{state_dir}"\n\n'
+                f'state_dir = "{state_dir}"\n'
+                'control_socket = ""\n\n'
                 "[[rules]]\n"
                 f'flow = "{PROXY_RULE}"\n')
             argv = [*self.proxy_argv, "run", "--config", str(config)]

@@ -24,6 +24,7 @@ def proxy_config(port: int, state_dir: Path, rules: list[str], extra: str = "",
         "[proxy]",
         "listen = [" + ", ".join(f'"{t}"' for t in targets) + "]",
         f'state_dir = "{state_dir}"',
+        f'control_socket = "{state_dir / "proxy.ctl"}"',  # not the machine-wide default path
         "hello_timeout = 1.0",
         "echo_interval = 1.0",
         "dead_interval = 3.0",

@@ -1,16 +1,24 @@
-"""The `ovs-sriov-proxy` command line."""
+"""The `ovs-sriov-proxy` command line.
+
+`status` and `rules` talk to a running daemon through its control socket (control.py), with
+the same commands `ovs-appctl -t SOCKET` runs. They print text for people, or with `--json`
+the daemon's JSON document. Exit codes: 0 done, 1 the daemon refused the command or could not
+be reached, 2 bad usage or a bad config file.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import DEFAULT_CONTROL_SOCKET, ConfigError, load_config
 
 DEFAULT_CONFIG = "/etc/ovs-sriov-proxy/proxy.toml"
 
@@ -70,3 +78,90 @@ def lab(keep: bool, workdir: str | None) -> None:
     from .lab import run_lab
 
     sys.exit(run_lab(Path(workdir) if workdir else None, keep=keep))
+
+
+# ---- talking to the running daemon
+
+
+def _control_target(target: str | None, config_path: str | None) -> str:
+    """--target, else the control_socket of --config, else that of the default config file if
+    there is one, else the default socket path."""
+    if target:
+        return target
+    if config_path is None and not Path(DEFAULT_CONFIG).exists():
+        return DEFAULT_CONTROL_SOCKET
+    path = config_path or DEFAULT_CONFIG
+    socket_path = _load_or_exit(path).proxy.control_socket
+    if socket_path is None:
+        click.echo(f"error: {path} disables the control socket (control_socket = \"\")", err=True)
+        sys.exit(2)
+    return str(socket_path)
+
+
+def _transact(target: str | None, config_path: str | None, method: str, *args: str,
+              as_json: bool = False) -> str:
+    from .control import ControlError, transact
+
+    params = [*args, "--json"] if as_json else list(args)
+    try:
+        return transact(_control_target(target, config_path), method, params)
+    except ControlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+_Command = TypeVar("_Command", bound=Callable[..., None])
+
+
+def _control_options(command: _Command) -> _Command:
+    """--target, --config and --json, shared by every command that talks to the daemon."""
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="Print the daemon's JSON document instead of text.")(command)
+    command = click.option("--config", "config_path", default=None,
+                           type=click.Path(dir_okay=False),
+                           help=f"Read control_socket from this config file [default: {DEFAULT_CONFIG} "
+                                "if it exists].")(command)
+    command = click.option("--target", "-t", default=None, metavar="SOCKET",
+                           help=f"The daemon's control socket [default: {DEFAULT_CONTROL_SOCKET}].")(command)
+    return command
+
+
+@main.command()
+@_control_options
+def status(target: str | None, config_path: str | None, as_json: bool) -> None:
+    """Show the running proxy: its bridges, their flows and counters, the rule count."""
+    click.echo(_transact(target, config_path, "proxy/show", as_json=as_json), nl=False)
+
+
+@main.group()
+def rules() -> None:
+    """List, add and delete the running proxy's rules."""
+
+
+@rules.command("list")
+@_control_options
+def rules_list(target: str | None, config_path: str | None, as_json: bool) -> None:
+    """List every rule: id, origin, bridge and flow (ovs-ofctl syntax)."""
+    click.echo(_transact(target, config_path, "proxy/rules", as_json=as_json), nl=False)
+
+
+@rules.command("add")
+@click.argument("flow")
+@click.option("--bridge", default=None, help="Apply the rule to this bridge only (default: all).")
+@_control_options
+def rules_add(flow: str, bridge: str | None, target: str | None, config_path: str | None,
+              as_json: bool) -> None:
+    """Add a rule in ovs-ofctl syntax, e.g. 'priority=100,udp,tp_dst=53 actions=output:2'.
+
+    The rule has origin "cli" and lasts until it is deleted or the daemon stops.
+    """
+    args = (flow, bridge) if bridge is not None else (flow,)
+    click.echo(_transact(target, config_path, "proxy/add-rule", *args, as_json=as_json), nl=False)
+
+
+@rules.command("del")
+@click.argument("rule_id", metavar="ID")
+@_control_options
+def rules_del(rule_id: str, target: str | None, config_path: str | None, as_json: bool) -> None:
+    """Delete the rule with this id (see `rules list`); its flows leave the bridges."""
+    click.echo(_transact(target, config_path, "proxy/del-rule", rule_id, as_json=as_json), nl=False)

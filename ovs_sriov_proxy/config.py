@@ -47,6 +47,7 @@ PROTOCOLS = ("OpenFlow10", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 MISS_FALLBACKS = ("drop", "flood", "normal")
 DEFAULT_LISTEN = ("ptcp:6653:127.0.0.1",)
 DEFAULT_STATE_DIR = "/var/lib/ovs-sriov-proxy"
+DEFAULT_CONTROL_SOCKET = "/run/ovs-sriov-proxy/ovs-sriov-proxy.ctl"
 MAX_MISS_TIMEOUT_MS = 60_000
 MAX_CONTROLLER_PRIORITY = 2**31 - 1
 
@@ -143,6 +144,9 @@ class ProxyConfig:
     """Milliseconds a miss may wait for controllers' answers."""
     tls: TlsConfig | None = None
     """Key material for pssl: listeners; required when any listen target is pssl:."""
+    control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
+    """Unix socket for `ovs-appctl -t` and the CLI; relative paths resolve against the file;
+    None (written "") means no control socket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,7 +522,7 @@ def _primacy(check: _Checker, data: dict[str, Any], path: KeyPath) -> PrimacyCon
 
 _PROXY_KEYS = (
     "listen", "state_dir", "protocols", "miss_fallback", "echo_interval", "dead_interval",
-    "hello_timeout", "miss_timeout_ms", "tls",
+    "hello_timeout", "miss_timeout_ms", "tls", "control_socket",
 )
 
 
@@ -588,6 +592,11 @@ def _proxy(check: _Checker, data: dict[str, Any]) -> ProxyConfig:
     elif any(target.uses_tls for target in listen):
         check.error(path, "a pssl: listen target needs [proxy.tls] (private_key, certificate, ca_cert)")
 
+    control_socket: Path | None = defaults.control_socket
+    value = check.get(data, path, "control_socket", str, 'a socket path ("" for none)')
+    if value is not _MISSING:
+        control_socket = _control_socket(check, value, path + ("control_socket",))
+
     return ProxyConfig(
         listen=tuple(listen),
         state_dir=state_dir,
@@ -598,7 +607,24 @@ def _proxy(check: _Checker, data: dict[str, Any]) -> ProxyConfig:
         hello_timeout=hello_timeout,
         miss_timeout_ms=miss_timeout_ms,
         tls=tls,
+        control_socket=control_socket,
     )
+
+
+def _control_socket(check: _Checker, value: str, path: KeyPath) -> Path | None:
+    if not value:
+        return None
+    if "\0" in value:
+        check.error(path, "must not contain a NUL character")
+        return None
+    if value.endswith("/"):
+        check.error(path, f"{value!r} names a directory; give the socket's file name")
+        return None
+    resolved: Path = (check.base_dir / value).absolute()
+    if resolved.is_dir():
+        check.error(path, f"{resolved} is a directory; give the socket's file name")
+        return None
+    return resolved
 
 
 _BRIDGE_RE = re.compile(r"[^\s/]+")

@@ -2,8 +2,9 @@
 
 SIGHUP re-reads the config file; a bad file is reported and the running config stays as it is
 (the proxy never runs half-configured). Rules and miss_fallback apply at once, protocols and
-timers to sessions that connect afterwards, listen targets and TLS only on restart.
-SIGTERM/SIGINT stop it.
+timers to sessions that connect afterwards, listen targets, TLS and control_socket only on restart.
+SIGTERM/SIGINT and the control socket's `exit` stop it. The control socket (control.py) runs its
+commands on this loop; rule changes made there take the same path as a reload's.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import ssl
 from pathlib import Path
 
 from .config import Config, ConfigError, TlsConfig, load_config
+from .control import ControlServer, Dispatcher
 from .openflow.framing import VERSIONS_BY_NAME
 from .proxy import Proxy
-from .rules.store import RuleStore
+from .rules.model import FlowRule
+from .rules.store import RuleChange, RuleStore
 from .sessions.switch import SessionTiming
 from .sessions.transport import SwitchServer
 
@@ -45,12 +48,23 @@ class Daemon:
             list(settings.listen), _versions(config), _timing(config), self.proxy.handle_events,
             tls=server_tls_context(settings.tls) if settings.tls else None,
         )
+        self.control = (ControlServer(settings.control_socket, Dispatcher(self))
+                        if settings.control_socket else None)
         self._stopping = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         Path(self.config.proxy.state_dir).mkdir(parents=True, exist_ok=True)
-        await self.server.start()
+        if self.control is not None:
+            # First: a busy control socket means another proxy runs here; fail before any
+            # bridge connects to this one.
+            await self.control.start()
+        try:
+            await self.server.start()
+        except BaseException:
+            if self.control is not None:
+                await self.control.stop()
+            raise
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -62,6 +76,8 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self.control is not None:
+                await self.control.stop()
             await self.server.stop()
             log.info("stopped")
 
@@ -84,16 +100,42 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", exc)
             return
         old = self.config.proxy
-        if new.proxy.listen != old.listen or new.proxy.tls != old.tls:
-            log.warning("listen targets and TLS settings take effect on restart only")
+        if (new.proxy.listen != old.listen or new.proxy.tls != old.tls
+                or new.proxy.control_socket != old.control_socket):
+            log.warning("listen targets, TLS settings and control_socket take effect on restart only")
         self.server.versions = _versions(new)
         self.server.timing = _timing(new)  # both for sessions that connect from now on
         change = self.store.replace_origin("config", new.rules)
         self.proxy.miss_fallback = new.proxy.miss_fallback
-        self.proxy.apply_rule_change(change)
-        self.server.flush_all()
+        self._apply(change)
         self.config = new
         log.info("reloaded %s: %d rules added, %d removed", path, len(change.added), len(change.removed))
+
+    def _apply(self, change: RuleChange) -> None:
+        """Bring the bridges' flow tables in line with a change already made to the store."""
+        self.proxy.apply_rule_change(change)
+        self.server.flush_all()
+
+    # ---- what the control socket acts on (control.ControlTarget), on the loop thread
+
+    def snapshot(self) -> dict[str, object]:
+        return self.proxy.snapshot()
+
+    def rules(self) -> list[tuple[int, FlowRule]]:
+        return list(self.store.items())
+
+    def add_rule(self, rule: FlowRule) -> int:
+        rule_id = self.store.add(rule)
+        self._apply(RuleChange(added=((rule_id, rule),), removed=()))
+        log.info("rule %d added (origin %s%s): %s", rule_id, rule.origin,
+                 f", bridge {rule.bridge}" if rule.bridge else "", rule.text)
+        return rule_id
+
+    def remove_rule(self, rule_id: int) -> FlowRule:
+        rule = self.store.remove(rule_id)  # KeyError for an unknown id
+        self._apply(RuleChange(added=(), removed=((rule_id, rule),)))
+        log.info("rule %d deleted (origin %s): %s", rule_id, rule.origin, rule.text)
+        return rule
 
 
 def _versions(config: Config) -> frozenset[int]:

@@ -66,7 +66,8 @@ def _probes() -> list[Probe]:
 
 
 def _config(port: int, state_dir: Path) -> str:
-    lines = ["[proxy]", f'listen = ["ptcp:{port}:127.0.0.1"]', f'state_dir = "{state_dir}"', ""]
+    lines = ["[proxy]", f'listen = ["ptcp:{port}:127.0.0.1"]', f'state_dir = "{state_dir}"',
+             f'control_socket = "{state_dir / "proxy.ctl"}"', ""]
     for comment, flow in SAMPLE_RULES:
         if comment:
             lines.append(f"# {comment}")
