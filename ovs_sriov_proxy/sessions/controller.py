@@ -164,6 +164,9 @@ class ControllerSession:
 
     # ---- what the controller hears, filtered by its role and async masks ----
 
+    def wants_packet_in(self, reason: int) -> bool:
+        return self.state is State.READY and self._wants(PACKET_IN_SLAVE, PACKET_IN_MASTER, reason)
+
     def _wants(self, slave_kind: int, master_kind: int, reason: int) -> bool:
         kind = slave_kind if self.settings.role == OFPCR_ROLE_SLAVE else master_kind
         return bool(self.settings.async_masks.get(kind, 0) >> reason & 1)

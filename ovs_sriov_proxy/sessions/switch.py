@@ -93,12 +93,14 @@ class SwitchReady:
 @dataclass(frozen=True, slots=True)
 class FlowRemoved:
     msg: Any  # os-ken OFPFlowRemoved
+    raw: bytes = b""  # as received, for relaying to the controller that owns the flow
 
 
 @dataclass(frozen=True, slots=True)
 class PortStatus:
     reason: int  # OFPPR_ADD / DELETE / MODIFY
     port: PortInfo
+    raw: bytes = b""  # as received, for relaying to controllers
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,10 +267,10 @@ class SwitchSession:
         ):
             return self._handle_port_desc(message)
         if msg_type == OFPT_FLOW_REMOVED:
-            return self._deliver(FlowRemoved(codec.decode(message)))
+            return self._deliver(FlowRemoved(codec.decode(message), message.raw))
         if msg_type == OFPT_PORT_STATUS:
             msg = codec.decode(message)
-            return self._deliver(PortStatus(msg.reason, _port_info(msg.desc, self.version)))
+            return self._deliver(PortStatus(msg.reason, _port_info(msg.desc, self.version), message.raw))
         if msg_type == OFPT_ERROR:
             if len(message.raw) < HEADER_LEN + 4:
                 raise RemoteProtocolError("ERROR message too short")
