@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, TlsConfig, load_config
 from .control import ControlServer, Dispatcher
+from .northbound import Northbound
 from .openflow.framing import VERSIONS_BY_NAME
 from .proxy import Proxy
 from .rules.model import FlowRule
@@ -50,6 +51,10 @@ class Daemon:
         )
         self.control = (ControlServer(settings.control_socket, Dispatcher(self))
                         if settings.control_socket else None)
+        self.northbound = (Northbound(self.proxy, config.controllers,
+                                      miss_timeout=settings.miss_timeout_ms / 1000,
+                                      timing=_timing(config), flush_bridges=self.server.flush_all)
+                           if config.controllers else None)
         self._stopping = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
 
@@ -69,11 +74,16 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        log.info("ready: %d rules, listening on %s", len(self.store),
-                 ", ".join(str(t) for t in self.config.proxy.listen))
+        northbound_task = (loop.create_task(self.northbound.run(), name="northbound")
+                           if self.northbound is not None else None)
+        log.info("ready: %d rules, %d controllers, listening on %s", len(self.store),
+                 len(self.config.controllers), ", ".join(str(t) for t in self.config.proxy.listen))
         try:
             await self._stopping.wait()
         finally:
+            if northbound_task is not None and self.northbound is not None:
+                northbound_task.cancel()
+                await self.northbound.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if self.control is not None:

@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .openflow import codec, flows
 from .openflow.framing import OFP10, OFPT10_STATS_REPLY, Message, RemoteProtocolError
@@ -85,6 +86,19 @@ class Bridge:
         return f"{self.name} (dpid {self.datapath_id:016x})"
 
 
+class Upstream(Protocol):
+    """What the proxy asks of its upstream controllers (implemented by northbound.Northbound)."""
+
+    def bridge_ready(self, bridge: Bridge, ready: SwitchReady) -> None: ...
+    def bridge_gone(self, bridge: Bridge) -> None: ...
+    def miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int, reason: int,
+             data: bytes, key: int) -> bool: ...
+    def bridge_message(self, bridge: Bridge, message: Message) -> None: ...
+    def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None: ...
+    def port_status(self, bridge: Bridge, event: PortStatus) -> None: ...
+    def flow_removed(self, bridge: Bridge, event: FlowRemoved) -> None: ...
+
+
 class Proxy:
     def __init__(self, store: RuleStore, *, miss_fallback: str = "drop") -> None:
         if miss_fallback not in FALLBACK_ACTIONS:
@@ -93,6 +107,8 @@ class Proxy:
         self.miss_fallback = miss_fallback
         self.bridges: dict[SwitchSession, Bridge] = {}
         self.counters: Counter[str] = Counter()
+        # The upstream controllers (northbound.Northbound), when any are configured.
+        self.upstream: Upstream | None = None
         self._fallback_templates: dict[tuple[int, str], flows.PacketOutTemplate] = {}
 
     # ---- session events ----
@@ -116,15 +132,20 @@ class Proxy:
                     bridge.counters["errors"] += 1
                     log.warning("%s: switch reported error type %d code %d (xid %d)",
                                 bridge.label, event.err_type, event.code, event.xid)
+                    if self.upstream is not None:
+                        self.upstream.bridge_error(bridge, event, bridge.version)
             elif isinstance(event, PortStatus):
                 if bridge is not None:
                     self._on_port_status(bridge, event)
+                    if self.upstream is not None:
+                        self.upstream.port_status(bridge, event)
             elif isinstance(event, Unhandled):
                 message = event.message
                 if (bridge is not None and message.xid == bridge.stale_dump_xid
                         and message.type == OFPT10_STATS_REPLY):
                     self._on_stale_dump(bridge, message)
-                # Other replies answer requests nobody made here (relayed once controllers exist).
+                elif bridge is not None and self.upstream is not None:
+                    self.upstream.bridge_message(bridge, message)  # a reply for a controller
 
     def _on_ready(self, session: SwitchSession, ready: SwitchReady) -> None:
         for other_session, other in list(self.bridges.items()):
@@ -151,6 +172,8 @@ class Proxy:
         miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
         if miss:
             session.send(miss)
+        if self.upstream is not None:
+            self.upstream.bridge_ready(bridge, ready)
 
     def _on_closed(self, session: SwitchSession, bridge: Bridge | None, closed: Closed) -> None:
         if bridge is None:
@@ -159,6 +182,8 @@ class Proxy:
         session.on_packet_in = None
         if self.bridges.get(session) is bridge:
             del self.bridges[session]
+            if self.upstream is not None:
+                self.upstream.bridge_gone(bridge)
         log.info("%s: disconnected: %s; %s", bridge.label, closed.reason,
                  " ".join(f"{k}={v}" for k, v in bridge.all_counters().items()) or "no traffic")
 
@@ -207,15 +232,20 @@ class Proxy:
                      reason: int, data: bytes) -> None:
         counters = bridge.counters
         bridge.packet_ins += 1
+        upstream = self.upstream
         if reason != OFPR_NO_MATCH:
             # Sent by an explicit output:CONTROLLER action; answering it from the same rules
             # would loop. It is for upstream controllers.
             counters["action_packet_ins"] += 1
+            if upstream is not None:
+                upstream.miss(bridge, buffer_id, total_len, in_port, reason, data, 0)
             return
         key = packet_key(in_port, data)
         hit = bridge.classifier.lookup(key)
         if hit is None:
-            self._fallback(bridge, buffer_id, in_port, data)
+            if upstream is None or not upstream.miss(bridge, buffer_id, total_len, in_port,
+                                                     reason, data, key):
+                self.fallback(bridge, buffer_id, in_port, data)
             return
         rule_id, rule = hit
         bridge.hits += 1
@@ -284,7 +314,8 @@ class Proxy:
         bridge.installed.setdefault(rule_id, set()).add((rule.priority, match))
         return True
 
-    def _fallback(self, bridge: Bridge, buffer_id: int, in_port: int, data: bytes) -> None:
+    def fallback(self, bridge: Bridge, buffer_id: int, in_port: int, data: bytes) -> None:
+        """Apply miss_fallback to a packet nobody answers."""
         bridge.counters[f"fallback_{self.miss_fallback}"] += 1
         template = self._fallback_templates.get((bridge.version, self.miss_fallback))
         if template is None:
@@ -300,6 +331,8 @@ class Proxy:
         msg = event.msg
         rule_id = rule_id_from_cookie(msg.cookie)
         if rule_id is None:
+            if self.upstream is not None:
+                self.upstream.flow_removed(bridge, event)  # perhaps a controller's flow
             return
         bridge.counters["flows_removed"] += 1
         try:

@@ -189,6 +189,9 @@ class ControllerSession:
         self._outbox.append(switch_side.port_status(self.version, reason=reason, port=port))
         return True
 
+    def wants_port_status(self, reason: int) -> bool:
+        return self.state is State.READY and self._wants(PORT_STATUS_SLAVE, PORT_STATUS_MASTER, reason)
+
     def wants_flow_removed(self, reason: int) -> bool:
         return self.state is State.READY and self._wants(FLOW_REMOVED_SLAVE, FLOW_REMOVED_MASTER, reason)
 

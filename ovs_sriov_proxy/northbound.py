@@ -1,0 +1,439 @@
+"""Northbound: the upstream controllers of every connected bridge, and misses resolved through them.
+
+For each connected bridge the proxy keeps one ControllerLink per configured controller; each
+controller sees the bridge as a switch (its datapath id, ports and OpenFlow version). For now a
+link offers only the bridge's own version, so nothing needs translating (version translation is
+a separate issue).
+
+A miss that no rule of the proxy answers is opened in the MissResolver under a buffer id the proxy
+owns and offered to the eligible controllers that want it (scope, role, async masks). Every buffer
+id a controller sends back is therefore one of ours: its PACKET_OUT or FLOW_MOD is an answer to
+that miss. When the miss is decided, only the winner's answer reaches the bridge: a PACKET_OUT
+is applied to the saved packet; a FLOW_MOD is installed and the packet released with the flow's
+actions, and the flow is learned as a rule of the proxy (with its hard timeout), so that the
+proxy answers the next miss for it itself. Nobody answering in time means the miss fallback.
+
+Everything else a controller sends for the bridge is relayed with the xid mapped to one of the
+bridge session's own; replies and errors go back to the controller that asked. Each controller's
+flows carry its own cookie tag (CONTROLLER_COOKIE_TAG_BASE + its position in the config) in the
+top 16 bits, so its deletes are scoped to its own flows (OpenFlow 1.3+) and its FLOW_REMOVEDs
+find their way back; the tag is stripped again on the way up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import heapq
+import logging
+import ssl
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .arbiter import Arbiter
+from .config import ControllerConfig, TlsConfig
+from .openflow import codec, flows, switch_side
+from .openflow.framing import (
+    OFP10,
+    OFPET_BAD_REQUEST,
+    OFPT10_STATS_REPLY,
+    OFPT13_MULTIPART_REPLY,
+    OFPT_FLOW_MOD,
+    Message,
+    error,
+)
+from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH
+from .proxy import Bridge, Proxy
+from .resolver import MissResolver, Resolution, UnknownBuffer
+from .rules.model import OFPP_TABLE, FlowRule, Output
+from .rules.store import RuleChange
+from .sessions.controller import ControllerClosed, ControllerReady, DatapathView, Event, Relay
+from .sessions.switch import FlowRemoved, PortStatus, SessionTiming, SwitchError, SwitchReady
+from .sessions.upstream import ControllerLink
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_COOKIE_TAG_BASE = 0x4300  # "C": tag of the first controller; the next gets +1 ...
+TAG_SHIFT = 48
+LOW_COOKIE = (1 << TAG_SHIFT) - 1
+OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
+OFPFC_ADD = 0
+MAX_MAPPED_XIDS = 65536  # per bridge; relayed requests whose replies never come age out
+_U64 = struct.Struct("!Q")
+_U32 = struct.Struct("!I")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    message: Message
+    packet_out: switch_side.PacketOut | None
+
+
+BridgeMiss = tuple[Bridge, int]  # the bridge and its own buffer id for the packet
+
+
+def client_tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """TLS towards a controller: our key and certificate; the controller's must chain to ca_cert.
+    Controllers are addressed by IP, and ovs-pki certificates carry no IP names: no hostname check."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.load_cert_chain(tls.certificate, tls.private_key)
+    context.load_verify_locations(tls.ca_cert)
+    return context
+
+
+def local_time_now() -> datetime.time:
+    return datetime.datetime.now().time()
+
+
+LinkFactory = Callable[..., ControllerLink]
+
+
+class Northbound:
+    def __init__(self, proxy: Proxy, controllers: Sequence[ControllerConfig], *,
+                 miss_timeout: float, timing: SessionTiming,
+                 flush_bridges: Callable[[], None] = lambda: None,
+                 clock: Callable[[], datetime.time] = local_time_now,
+                 link_factory: LinkFactory = ControllerLink) -> None:
+        self.proxy = proxy
+        self.controllers = list(controllers)
+        self.tags = {c.name: CONTROLLER_COOKIE_TAG_BASE + i for i, c in enumerate(controllers)}
+        self.arbiter = Arbiter.from_config(controllers)
+        self.resolver: MissResolver[BridgeMiss, Answer] = MissResolver(self.arbiter, miss_timeout)
+        self.timing = timing
+        self.flush_bridges = flush_bridges
+        self.clock = clock
+        self.link_factory = link_factory
+        self._tls = {c.name: client_tls_context(c.tls) for c in controllers if c.tls is not None}
+        self.links: dict[Any, dict[str, ControllerLink]] = {}  # by bridge session
+        self._bridge_of: dict[ControllerLink, Bridge] = {}
+        self._xids: dict[Any, OrderedDict[int, tuple[str, int]]] = {}
+        self._learned: dict[tuple[str | None, FlowRule], int] = {}
+        self._expiries: list[tuple[float, int]] = []  # (monotonic deadline, rule id)
+        self._wakeup = asyncio.Event()
+        self._release = {v: flows.PacketOutTemplate((Output(OFPP_TABLE),), v)
+                         for v in (0x01, 0x04, 0x05, 0x06)}
+        proxy.upstream = self
+
+    # ---- bridges come and go ----
+
+    def bridge_ready(self, bridge: Bridge, ready: SwitchReady) -> None:
+        ports = tuple(switch_side.PortDesc(p.port_no, p.name[:15], p.hw_addr)
+                      for p in ready.ports.values())
+        view = DatapathView(ready.datapath_id, ready.n_tables, ready.n_buffers, 0, ports)
+        links = self.links[bridge.session] = {}
+        self._xids[bridge.session] = OrderedDict()
+        for controller in self.controllers:
+            link = self.link_factory(controller.name, controller.target,
+                                     frozenset({bridge.version}), view, self.timing,
+                                     self._on_link_events, tls=self._tls.get(controller.name))
+            links[controller.name] = link
+            self._bridge_of[link] = bridge
+            link.start()
+
+    def bridge_gone(self, bridge: Bridge) -> None:
+        links = self.links.pop(bridge.session, {})
+        self._xids.pop(bridge.session, None)
+        for link in links.values():
+            self._bridge_of.pop(link, None)
+            asyncio.get_running_loop().create_task(link.stop())
+
+    async def stop(self) -> None:
+        for links in list(self.links.values()):
+            for link in links.values():
+                await link.stop()
+        self.links.clear()
+
+    # ---- the miss path (called by the proxy when no rule answers) ----
+
+    def miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int, reason: int,
+             data: bytes, key: int) -> bool:
+        """Ask the controllers; False if none can be asked (the proxy then falls back)."""
+        links = self.links.get(bridge.session, {})
+        if reason != OFPR_NO_MATCH:
+            return self._forward_action_packet_in(bridge, links, buffer_id, total_len, in_port,
+                                                  reason, data)
+        if buffer_id == NO_BUFFER and total_len > len(data):
+            return False  # we could not release the whole packet ourselves
+        wanting = [name for name, link in links.items()
+                   if link.session is not None and link.session.wants_packet_in(reason)]
+        asked = self.arbiter.eligible(key, wanting)
+        if not asked:
+            return False
+        now, local_time = time.monotonic(), self.clock()
+        proxy_buffer, evicted = self.resolver.open((bridge, buffer_id), in_port, data, key,
+                                                   tuple(asked), now, local_time)
+        for resolution in evicted:
+            self._apply(resolution)
+        for name in asked:
+            link = links[name]
+            session = link.session
+            assert session is not None
+            session.send_packet_in(buffer_id=proxy_buffer, total_len=total_len, in_port=in_port,
+                                   reason=reason, data=data)
+            self.arbiter.record_packet_in(name, now)
+            link.flush()
+        bridge.counters["asked_controllers"] += 1
+        self._wakeup.set()
+        return True
+
+    def _forward_action_packet_in(self, bridge: Bridge, links: dict[str, ControllerLink],
+                                  buffer_id: int, total_len: int, in_port: int, reason: int,
+                                  data: bytes) -> bool:
+        """A packet an explicit output:CONTROLLER sent: for the controllers, not resolved."""
+        sent = False
+        for link in links.values():
+            session = link.session
+            if session is not None and session.send_packet_in(
+                    buffer_id=buffer_id, total_len=total_len, in_port=in_port, reason=reason,
+                    data=data):
+                link.flush()
+                sent = True
+        return sent
+
+    # ---- what controllers send ----
+
+    def _on_link_events(self, link: ControllerLink, events: list[Event]) -> None:
+        bridge = self._bridge_of.get(link)
+        if bridge is None:
+            return
+        for event in events:
+            if isinstance(event, Relay):
+                self._on_relay(bridge, link, event)
+            elif isinstance(event, ControllerReady):
+                log.info("%s: controller %s connected (OpenFlow 0x%02x)", bridge.label,
+                         link.name, event.version)
+            elif isinstance(event, ControllerClosed):
+                log.info("%s: controller %s disconnected: %s", bridge.label, link.name, event.reason)
+                for resolution in self.resolver.forget_controller(link.name, time.monotonic(),
+                                                                   self.clock()):
+                    self._apply(resolution)
+        self.flush_bridges()
+
+    def _on_relay(self, bridge: Bridge, link: ControllerLink, event: Relay) -> None:
+        message = event.message
+        buffer_id = NO_BUFFER
+        if event.packet_out is not None:
+            buffer_id = event.packet_out.buffer_id
+        elif message.type == OFPT_FLOW_MOD:
+            buffer_id = _flow_mod_buffer_id(message)
+        if buffer_id == NO_BUFFER:
+            self._relay_to_bridge(bridge, link.name, message)
+            return
+        try:
+            resolution = self.resolver.answer(link.name, buffer_id, Answer(message, event.packet_out),
+                                              time.monotonic(), self.clock())
+        except UnknownBuffer:
+            self._to_controller(link, error(message.version, message.xid, OFPET_BAD_REQUEST,
+                                            OFPBRC_BUFFER_UNKNOWN, message.raw))
+            return
+        if resolution is not None:
+            self._apply(resolution)
+
+    def _relay_to_bridge(self, bridge: Bridge, controller: str, message: Message) -> None:
+        raw = message.raw
+        if message.type == OFPT_FLOW_MOD:
+            raw = self._tag_flow_mod(bridge.version, controller, raw)
+        session = bridge.session
+        xid = session.next_xid()
+        xids = self._xids.setdefault(session, OrderedDict())
+        xids[xid] = (controller, message.xid)
+        if len(xids) > MAX_MAPPED_XIDS:
+            xids.popitem(last=False)
+        session.send(switch_side.rewrite_xid(raw, xid))
+
+    def _tag_flow_mod(self, version: int, controller: str, raw: bytes) -> bytes:
+        """Put the controller's tag in the cookie; on 1.3+ also in the cookie mask of a
+        modify/delete, so that they only reach this controller's flows."""
+        tag = self.tags[controller] << TAG_SHIFT
+        out = bytearray(raw)
+        cookie_at = 48 if version == OFP10 else 8
+        (cookie,) = _U64.unpack_from(out, cookie_at)
+        _U64.pack_into(out, cookie_at, tag | cookie & LOW_COOKIE)
+        if version != OFP10 and out[25] != OFPFC_ADD:
+            (mask,) = _U64.unpack_from(out, 16)
+            _U64.pack_into(out, 16, mask | (0xFFFF << TAG_SHIFT))
+        return bytes(out)
+
+    # ---- deciding a miss ----
+
+    def _apply(self, resolution: Resolution[BridgeMiss, Answer]) -> None:
+        bridge, bridge_buffer = resolution.miss.bridge
+        miss = resolution.miss
+        if self.proxy.bridges.get(bridge.session) is not bridge:
+            return  # the bridge went away meanwhile
+        if resolution.answer is None or resolution.winner is None:
+            bridge.counters["controllers_silent"] += 1
+            self.proxy.fallback(bridge, bridge_buffer, miss.in_port, miss.data)
+            return
+        winner, answer = resolution.winner, resolution.answer
+        bridge.counters[f"won_by:{winner}"] += 1
+        session = bridge.session
+        data = miss.data if bridge_buffer == NO_BUFFER else b""
+        if answer.packet_out is not None:
+            po = answer.packet_out
+            session.send(_packet_out(bridge.version, bridge_buffer, miss.in_port, po.actions_raw,
+                                     data, session.next_xid()))
+            return
+        flow_mod = bytearray(self._tag_flow_mod(bridge.version, winner, answer.message.raw))
+        _set_flow_mod_buffer_id(flow_mod, bridge.version, bridge_buffer)
+        self._relay_to_bridge(bridge, winner, Message(answer.message.version, OFPT_FLOW_MOD,
+                                                      answer.message.xid, bytes(flow_mod)))
+        if bridge_buffer == NO_BUFFER:
+            # Through the table, where the flow just installed now matches it.
+            session.send(self._release[bridge.version].render(session.next_xid(), miss.in_port,
+                                                              NO_BUFFER, miss.data))
+        self._learn(bridge, winner, answer.message)
+
+    def _learn(self, bridge: Bridge, controller: str, message: Message) -> None:
+        try:
+            msg = _decode_flow_mod(message)
+            if getattr(msg, "table_id", 0) != 0:
+                raise flows.Unrepresentable("not table 0")
+            match = flows.decode_match(msg.match, message.version)
+            actions = flows.decode_actions(
+                msg.actions if message.version == OFP10 else msg.instructions, message.version,
+                match)
+        except (flows.Unrepresentable, ValueError) as exc:
+            bridge.counters["not_learned"] += 1
+            log.debug("%s: flow from %s not learned: %s", bridge.label, controller, exc)
+            return
+        rule = FlowRule(match, actions, priority=msg.priority, idle_timeout=msg.idle_timeout,
+                        hard_timeout=msg.hard_timeout, bridge=bridge.name, origin=controller,
+                        text=f"learned from {controller}")
+        if (bridge.name, rule) in self._learned:
+            return
+        rule_id = self.proxy.store.add(rule)
+        self._learned[(bridge.name, rule)] = rule_id
+        self.proxy.apply_rule_change(RuleChange(added=((rule_id, rule),), removed=()))
+        bridge.counters["learned"] += 1
+        if rule.hard_timeout:
+            heapq.heappush(self._expiries, (time.monotonic() + rule.hard_timeout, rule_id))
+            self._wakeup.set()
+
+    # ---- what the bridge sends that concerns controllers ----
+
+    def bridge_message(self, bridge: Bridge, message: Message) -> None:
+        """A reply from the bridge: back to the controller whose request it answers."""
+        xids = self._xids.get(bridge.session)
+        entry = xids.get(message.xid) if xids is not None else None
+        if entry is None or xids is None:
+            return
+        controller, controller_xid = entry
+        more = (message.type in (OFPT10_STATS_REPLY, OFPT13_MULTIPART_REPLY)
+                and len(message.raw) >= 12 and message.raw[11] & 1)
+        if not more:
+            del xids[message.xid]
+        link = self.links.get(bridge.session, {}).get(controller)
+        if link is not None:
+            self._to_controller(link, switch_side.rewrite_xid(message.raw, controller_xid))
+
+    def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
+        xids = self._xids.get(bridge.session)
+        entry = xids.pop(event.xid, None) if xids is not None else None
+        if entry is None:
+            return
+        controller, controller_xid = entry
+        link = self.links.get(bridge.session, {}).get(controller)
+        if link is not None:
+            self._to_controller(link, error(version, controller_xid, event.err_type, event.code,
+                                            event.data))
+
+    def port_status(self, bridge: Bridge, event: PortStatus) -> None:
+        for link in self.links.get(bridge.session, {}).values():
+            session = link.session
+            if session is not None and session.wants_port_status(event.reason) and event.raw:
+                self._to_controller(link, event.raw)
+
+    def flow_removed(self, bridge: Bridge, event: FlowRemoved) -> None:
+        """A FLOW_REMOVED of a controller's flow: to that controller, its tag stripped."""
+        tag = event.msg.cookie >> TAG_SHIFT
+        for controller, controller_tag in self.tags.items():
+            if controller_tag != tag:
+                continue
+            link = self.links.get(bridge.session, {}).get(controller)
+            session = link.session if link is not None else None
+            if link is None or session is None or not session.wants_flow_removed(event.msg.reason):
+                return
+            raw = bytearray(event.raw)
+            cookie_at = 8 + 40 if bridge.version == OFP10 else 8
+            _U64.pack_into(raw, cookie_at, event.msg.cookie & LOW_COOKIE)
+            self._to_controller(link, bytes(raw))
+
+    def _to_controller(self, link: ControllerLink, raw: bytes) -> None:
+        if link.session is not None:
+            link.session.send(raw)
+            link.flush()
+
+    # ---- timers: misses nobody answered in time, learned rules whose hard timeout passed ----
+
+    async def run(self) -> None:
+        while True:
+            deadlines = [d for d in (self.resolver.next_deadline(),
+                                     self._expiries[0][0] if self._expiries else None)
+                         if d is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            for resolution in self.resolver.expire(now, self.clock()):
+                self._apply(resolution)
+            self._expire_learned(now)
+            self.flush_bridges()
+
+    def _expire_learned(self, now: float) -> None:
+        removed = []
+        while self._expiries and self._expiries[0][0] <= now:
+            _, rule_id = heapq.heappop(self._expiries)
+            rule = self.proxy.store.get(rule_id)
+            if rule is None:
+                continue
+            self.proxy.store.remove(rule_id)
+            self._learned.pop((rule.bridge, rule), None)
+            removed.append((rule_id, rule))
+        if removed:
+            self.proxy.apply_rule_change(RuleChange(added=(), removed=tuple(removed)))
+
+
+def _flow_mod_buffer_id(message: Message) -> int:
+    offset = 8 + 40 + 16 if message.version == OFP10 else 32
+    if len(message.raw) < offset + 4:
+        return NO_BUFFER
+    (buffer_id,) = _U32.unpack_from(message.raw, offset)
+    return int(buffer_id)
+
+
+def _set_flow_mod_buffer_id(raw: bytearray, version: int, buffer_id: int) -> None:
+    _U32.pack_into(raw, 8 + 40 + 16 if version == OFP10 else 32, buffer_id)
+
+
+def _decode_flow_mod(message: Message) -> Any:
+    parser = codec.parser(message.version)
+    try:
+        return parser.OFPFlowMod.parser(codec.datapath(message.version), message.version,
+                                        message.type, len(message.raw), message.xid, message.raw)
+    except Exception as exc:  # os-ken raises many kinds on bad input
+        raise ValueError(f"undecodable FLOW_MOD: {exc!r}") from exc
+
+
+def _packet_out(version: int, buffer_id: int, in_port: int, actions_raw: bytes, data: bytes,
+                xid: int) -> bytes:
+    """A PACKET_OUT with actions as the controller wrote them (same version as the bridge)."""
+    if version == OFP10:
+        body = struct.pack("!IHH", buffer_id, flows.port_to_of10(in_port), len(actions_raw))
+    elif version in (0x04, 0x05):
+        body = struct.pack("!IIH6x", buffer_id, in_port, len(actions_raw))
+    else:  # 1.5: in_port lives in a match
+        match = struct.pack("!HHII", 1, 12, 0x80000004, in_port) + bytes(4)
+        body = struct.pack("!IH2x", buffer_id, len(actions_raw)) + match
+    return struct.pack("!BBHI", version, 13, 8 + len(body) + len(actions_raw) + len(data), xid) \
+        + body + actions_raw + data
+
