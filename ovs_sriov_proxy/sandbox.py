@@ -715,8 +715,9 @@ def _log_problem(line: str, allowed: list[re.Pattern[str]]) -> bool:
         return False
     found = _VLOG_LINE.match(line)
     if found is None:
-        # Not a vlog line: a crash or a message printed before logging started.
-        return True
+        # Not a vlog line: a crash or a message printed before logging started, unless the
+        # program's own output was allowed (a test helper that is not an OVS daemon).
+        return not any(pattern.search(line) for pattern in allowed)
     if found.group("level") not in _PROBLEM_LEVELS:
         return False
     key = f"{found.group('module')}|{found.group('level')}|{found.group('text')}"
