@@ -164,3 +164,45 @@ def test_learned_rules_answer_after_the_controller_dies(ovs, proxy_factory, tmp_
         lambda: [f for f in ovs.dump_flows("br0") if int(f.info.get("cookie", 0)) >> 48 == 0x5052],
         5, "the proxy's own flow for the learned rule")
     assert proxy_flow[0].info["idle_timeout"] == 1
+
+
+def test_a_garbage_speaking_controller_loses_its_session_and_the_miss_is_still_answered(
+        ovs, proxy_factory, tmp_path) -> None:
+    broken, _ = start_tiny(ovs, "broken", "--answer", "garbage")
+    good, _ = start_tiny(ovs, "good", "--output", "2")
+    proxy = start_proxy_with(ovs, proxy_factory, tmp_path, controllers_toml([
+        ("good", good, 10, ""), ("broken", broken, 50, "")]))
+    proxy.wait_log("controller broken connected")
+    proxy.wait_log("controller good connected")
+    out2 = ovs.capture("br0-p2")
+    ovs.inject("br0-p1", OTHER_HOST)
+    assert out2.wait_frames(1) == [OTHER_HOST]
+    log = proxy.wait_log("controller broken disconnected: protocol error")
+    assert "not OpenFlow" in log
+    proxy.stop()
+    assert "won_by:good=1" in proxy.log_text()
+
+
+def test_a_proxy_can_be_the_controller_of_another_proxy(ovs, proxy_factory, tmp_path) -> None:
+    controller_port = free_port()
+    ovs.start_testcontroller(controller_port, protocols=("OpenFlow13",))
+    upper_port, lower_port = free_port(), free_port()
+    upper = proxy_factory(
+        proxy_config(upper_port, tmp_path / "upper", [])
+        + f'[[controllers]]\nname = "tc"\ntarget = "tcp:127.0.0.1:{controller_port}"\n')
+    lower = proxy_factory(
+        proxy_config(lower_port, tmp_path / "lower", [])
+        + f'[[controllers]]\nname = "upper"\ntarget = "tcp:127.0.0.1:{upper_port}"\n')
+    add_bridge(ovs, "br0", "OpenFlow13", lower_port)
+    lower.wait_log("controller upper connected")
+    upper.wait_log("controller tc connected")
+    out1, out2, out3 = (ovs.capture(f"br0-p{i}") for i in (1, 2, 3))
+    a_to_b = udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"ab")
+    b_to_a = udp_frame(B, A, "10.0.0.2", "10.0.0.1", 2000, 1000, b"ba")
+    ovs.inject("br0-p1", a_to_b)
+    assert out2.wait_frames(1) == [a_to_b] and out3.wait_frames(1) == [a_to_b]
+    ovs.inject("br0-p2", b_to_a)
+    assert out1.wait_frames(1) == [b_to_a]
+    upper.stop()
+    lower.stop()
+    assert "won_by:tc=2" in upper.log_text() and "won_by:upper=2" in lower.log_text()

@@ -4,7 +4,8 @@
                                           [--idle-timeout S] [--version 1.0|1.3]
 
 `flow-mod` installs an exact in_port/eth_dst flow (idle timeout as given) carrying the miss's buffer
-id; `none` never answers (a controller that hangs). Messages are built and parsed with os-ken,
+id; `none` never answers (a controller that hangs); `garbage` answers with bytes that are not
+OpenFlow. Messages are built and parsed with os-ken,
 which covers the controller's direction. It logs one line per answered miss to stderr.
 """
 
@@ -55,6 +56,9 @@ class Controller(asyncio.Protocol):
         msg = self.parser.OFPPacketIn.parser(self.dp, self.version, 10, len(raw), xid, raw)
         if self.args.answer == "none":
             return
+        if self.args.answer == "garbage":  # a broken controller: not OpenFlow at all
+            self.transport.write(b"\xff" * 16)
+            return
         in_port = msg.in_port if self.version == 0x01 else msg.match["in_port"]
         actions = [self.parser.OFPActionOutput(self.args.output)]
         if self.args.answer == "flow-mod":
@@ -85,7 +89,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", type=int, required=True)
     parser.add_argument("--output", type=int, default=2)
-    parser.add_argument("--answer", choices=["packet-out", "flow-mod", "none"], default="packet-out")
+    parser.add_argument("--answer", choices=["packet-out", "flow-mod", "none", "garbage"],
+                        default="packet-out")
     parser.add_argument("--idle-timeout", type=int, default=0)
     parser.add_argument("--version", choices=sorted(VERSIONS), default="1.3")
     args = parser.parse_args()
