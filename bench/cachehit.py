@@ -38,7 +38,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 OFLOAD = BENCH_DIR / "ofload.py"
 RESPONDER = BENCH_DIR / "responder.py"
-TARGETS = ("responder", "testcontroller", "proxy")
+TARGETS = ("responder", "testcontroller", "proxy", "proxy-miss")
+# proxy-miss: the proxy with no rules in front of the responder, so that every miss goes up to a
+# controller and back (the northbound miss path), compared with the responder alone.
 PROXY_RULE = "priority=10,udp actions=output:2"
 
 
@@ -159,6 +161,7 @@ class Harness:
         self.proxy_argv: list[str] | None = None
         self.proxy_skip = ""
         self.counter = 0
+        self.upstreams: list[subprocess.Popen[bytes]] = []
 
     # -- targets -----------------------------------------------------------
     def start_target(self, target: str, version: str, port: int) -> tuple[subprocess.Popen[bytes], Path]:
@@ -178,13 +181,22 @@ class Harness:
             state_dir = self.workdir / f"{tag}-state"
             state_dir.mkdir()
             config = self.workdir / f"{tag}.toml"
+            if target == "proxy-miss":
+                upstream_port = free_port()
+                upstream = self.children.start(
+                    [self.python, str(RESPONDER), "--listen", f"ptcp:{upstream_port}:127.0.0.1"],
+                    self.workdir / f"{tag}-upstream.log", cpu)
+                self.upstreams.append(upstream)
+                wait_listening(upstream, upstream_port, log, self.args.start_timeout)
+                tail_text = ('[[controllers]]\nname = "up"\n'
+                             f'target = "tcp:127.0.0.1:{upstream_port}"\n')
+            else:
+                tail_text = f'[[rules]]\nflow = "{PROXY_RULE}"\n'
             config.write_text(
                 "[proxy]\n"
                 f'listen = ["ptcp:{port}:127.0.0.1"]\n'
                 f'state_dir = "{state_dir}"\n'
-                'control_socket = ""\n\n'
-                "[[rules]]\n"
-                f'flow = "{PROXY_RULE}"\n')
+                'control_socket = ""\n\n' + tail_text)
             argv = [*self.proxy_argv, "run", "--config", str(config)]
             env["PYTHONPATH"] = str(REPO_DIR) + os.pathsep + env.get("PYTHONPATH", "")
         proc = self.children.start(argv, log, cpu, cwd=REPO_DIR if target == "proxy" else self.workdir,
@@ -207,6 +219,7 @@ class Harness:
             if self.args.unbuffered:
                 argv.append("--unbuffered")
             budget = self.args.warmup + self.args.seconds + self.args.start_timeout + 30
+            cpu_before = _cpu_seconds(proc.pid)
             gen_log = self.workdir / f"{self.counter:03d}-ofload.log"
             with open(gen_log, "wb") as err:
                 gen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
@@ -223,18 +236,23 @@ class Harness:
             if proc.poll() is not None:
                 raise BenchError(f"target exited during the run:\n{tail(log)}")
             result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+            cpu = _cpu_seconds(proc.pid) - cpu_before  # warm-up and measured loops alike
+            seconds = self.args.warmup + self.args.seconds
+            result["target_cpu_us_per_response"] = cpu / max(result["responses_per_s"] * seconds, 1) * 1e6
             return result
         finally:
             self.children.stop(proc)
+            while self.upstreams:
+                self.children.stop(self.upstreams.pop())
 
     # -- the whole matrix ----------------------------------------------------
     def run_all(self) -> dict[str, Any]:
         targets = list(self.args.targets)
-        if "proxy" in targets:
+        if "proxy" in targets or "proxy-miss" in targets:
             self.proxy_argv, self.proxy_skip = proxy_command(self.python)
             if self.proxy_argv is None:
                 print(f"cachehit: skipping the proxy: {self.proxy_skip}", file=sys.stderr)
-                targets.remove("proxy")
+                targets = [t for t in targets if not t.startswith("proxy")]
         spinners = self.start_spinners() if self.args.spin_idle else []
         report: dict[str, Any] = {"settings": self.settings(), "proxy_skipped": self.proxy_skip or None,
                                   "runs": []}
@@ -284,6 +302,12 @@ class Harness:
                 "processes": a.processes, "spin_idle": a.spin_idle, "proxy_rule": PROXY_RULE}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summarize(run: Run, targets: list[str], samples: dict[str, list[dict[str, Any]]],
               errors: dict[str, str]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
@@ -301,6 +325,7 @@ def summarize(run: Run, targets: list[str], samples: dict[str, list[dict[str, An
             "p50_us": statistics.median(r["latency_us"]["p50"] for r in got),
             "p99_us": statistics.median(r["latency_us"]["p99"] for r in got),
             "p99_9_us": statistics.median(r["latency_us"]["p99.9"] for r in got),
+            "cpu_us_per_response": statistics.median(r["target_cpu_us_per_response"] for r in got),
             "lost": sum(r["lost"] for r in got),
             "flow_mods": sum(r["flow_mods"] for r in got),
             "packet_outs": sum(r["packet_outs"] for r in got),
@@ -320,7 +345,7 @@ def summarize(run: Run, targets: list[str], samples: dict[str, list[dict[str, An
 def format_table(entry: dict[str, Any]) -> str:
     head = f"OpenFlow {entry['version']}, {entry['mode']} mode, {entry['switches']} switch(es)"
     columns = (f"  {'target':<15} {'responses/s':>12} {'(min..max)':>20} {'p50 us':>9} "
-               f"{'p99 us':>9} {'vs testctl':>10}")
+               f"{'p99 us':>9} {'vs testctl':>10} {'CPU us/resp':>11}")
     lines = [head, columns]
     for r in entry["rows"]:
         if "responses_per_s" not in r:
@@ -331,10 +356,16 @@ def format_table(entry: dict[str, Any]) -> str:
         ratio = f"{r['vs_testcontroller']:.2f}" if r["vs_testcontroller"] is not None else "-"
         span = f"{r['responses_per_s_min']:.0f}..{r['responses_per_s_max']:.0f}"
         lines.append(f"  {r['target']:<15} {r['responses_per_s']:>12.0f} {span:>20} {r['p50_us']:>9.1f} "
-                     f"{r['p99_us']:>9.1f} {ratio:>10}")
+                     f"{r['p99_us']:>9.1f} {ratio:>10} {r['cpu_us_per_response']:>11.1f}")
     ratio = entry["proxy_over_testcontroller"]
     lines.append(f"  proxy/testcontroller: {ratio:.2f}" if ratio is not None
                  else "  proxy/testcontroller: n/a")
+    by_target = {r["target"]: r for r in entry["rows"] if "p50_us" in r}
+    if "proxy-miss" in by_target and "responder" in by_target:
+        direct, via = by_target["responder"], by_target["proxy-miss"]
+        lines.append(f"  miss path: p50 through the proxy / direct = "
+                     f"{via['p50_us'] / direct['p50_us']:.2f}; proxy CPU per miss "
+                     f"{via['cpu_us_per_response']:.1f} us")
     return "\n".join(lines) + "\n"
 
 

@@ -79,6 +79,7 @@ class Arbiter:
             raise ValueError("controller names must be unique")
         self.policies = {p.name: p for p in policies}
         self._meters = {p.name: _RateMeter() for p in policies}
+        self._ranked = sorted(policies, key=lambda p: (-p.priority, p.order))  # by static rank
 
     @classmethod
     def from_config(cls, controllers: Iterable[ControllerConfig]) -> Arbiter:
@@ -87,9 +88,8 @@ class Arbiter:
     def eligible(self, key: int, available: Iterable[str] | None = None) -> list[str]:
         """Controllers a miss with this packed key goes to, best-ranked by static priority first.
         `available` limits the choice to controllers that are connected right now."""
-        names = self.policies if available is None else [n for n in available if n in self.policies]
-        chosen = [p for p in (self.policies[n] for n in names) if _in_scope(p.scope, key)]
-        return [p.name for p in sorted(chosen, key=lambda p: (-p.priority, p.order))]
+        wanted = self.policies.keys() if available is None else set(available)
+        return [p.name for p in self._ranked if p.name in wanted and _in_scope(p.scope, key)]
 
     def record_packet_in(self, name: str, now: float) -> None:
         """Count a miss sent to `name` (feeds max_packet_in_rate)."""

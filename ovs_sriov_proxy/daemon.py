@@ -55,6 +55,8 @@ class Daemon:
                                       miss_timeout=settings.miss_timeout_ms / 1000,
                                       timing=_timing(config), flush_bridges=self.server.flush_all)
                            if config.controllers else None)
+        if self.northbound is not None:
+            self.server.after_read = self.northbound.flush_links
         self._stopping = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
 

@@ -115,7 +115,8 @@ class Northbound:
         self._xids: dict[Any, OrderedDict[int, tuple[str, int]]] = {}
         self._learned: dict[tuple[str | None, FlowRule], int] = {}
         self._expiries: list[tuple[float, int]] = []  # (monotonic deadline, rule id)
-        self._wakeup = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._unflushed: set[ControllerLink] = set()
         self._release = {v: flows.PacketOutTemplate((Output(OFPP_TABLE),), v)
                          for v in (0x01, 0x04, 0x05, 0x06)}
         proxy.upstream = self
@@ -177,10 +178,17 @@ class Northbound:
             session.send_packet_in(buffer_id=proxy_buffer, total_len=total_len, in_port=in_port,
                                    reason=reason, data=data)
             self.arbiter.record_packet_in(name, now)
-            link.flush()
+            self._unflushed.add(link)  # written once per bridge read, by flush_links
         bridge.counters["asked_controllers"] += 1
-        self._wakeup.set()
+        if len(self.resolver) == 1:
+            self._schedule()  # deadlines come in opening order: only the first one moves the timer
         return True
+
+    def flush_links(self) -> None:
+        """Write what misses queued for the controllers (after each batch read from a bridge)."""
+        for link in self._unflushed:
+            link.flush()
+        self._unflushed.clear()
 
     def _forward_action_packet_in(self, bridge: Bridge, links: dict[str, ControllerLink],
                                   buffer_id: int, total_len: int, in_port: int, reason: int,
@@ -314,7 +322,7 @@ class Northbound:
         bridge.counters["learned"] += 1
         if rule.hard_timeout:
             heapq.heappush(self._expiries, (time.monotonic() + rule.hard_timeout, rule_id))
-            self._wakeup.set()
+            self._schedule()
 
     # ---- what the bridge sends that concerns controllers ----
 
@@ -373,21 +381,38 @@ class Northbound:
     # ---- timers: misses nobody answered in time, learned rules whose hard timeout passed ----
 
     async def run(self) -> None:
-        while True:
-            deadlines = [d for d in (self.resolver.next_deadline(),
-                                     self._expiries[0][0] if self._expiries else None)
-                         if d is not None]
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                pass
-            now = time.monotonic()
-            for resolution in self.resolver.expire(now, self.clock()):
-                self._apply(resolution)
-            self._expire_learned(now)
-            self.flush_bridges()
+        """Keep the timer going until cancelled (the daemon runs this as a task)."""
+        try:
+            self._schedule()
+            await asyncio.Event().wait()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _schedule(self) -> None:
+        """One loop timer at the earliest deadline, moved only when that deadline changes (a
+        task or wait_for per miss measured as the most expensive part of the miss path)."""
+        deadlines = [d for d in (self.resolver.next_deadline(),
+                                 self._expiries[0][0] if self._expiries else None) if d is not None]
+        if not deadlines:
+            return
+        when = min(deadlines)
+        if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        # Deadlines are time.monotonic(); the loop's clock may differ: convert.
+        self._timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for resolution in self.resolver.expire(now, self.clock()):
+            self._apply(resolution)
+        self._expire_learned(now)
+        self.flush_bridges()
+        self._schedule()
 
     def _expire_learned(self, now: float) -> None:
         removed = []

@@ -224,12 +224,14 @@ class Proxy:
                         if buffer_id == NO_BUFFER:
                             send(answer.packet_out.render(next_xid(), in_port, NO_BUFFER, data))
                         return
+                answer_miss(bridge, buffer_id, total_len, in_port, reason, data, key)
+                return
             answer_miss(bridge, buffer_id, total_len, in_port, reason, data)
 
         return on_packet_in
 
     def _answer_miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int,
-                     reason: int, data: bytes) -> None:
+                     reason: int, data: bytes, key: int | None = None) -> None:
         counters = bridge.counters
         bridge.packet_ins += 1
         upstream = self.upstream
@@ -240,7 +242,8 @@ class Proxy:
             if upstream is not None:
                 upstream.miss(bridge, buffer_id, total_len, in_port, reason, data, 0)
             return
-        key = packet_key(in_port, data)
+        if key is None:
+            key = packet_key(in_port, data)
         hit = bridge.classifier.lookup(key)
         if hit is None:
             if upstream is None or not upstream.miss(bridge, buffer_id, total_len, in_port,

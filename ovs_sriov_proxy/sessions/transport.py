@@ -61,6 +61,7 @@ class SwitchConnection(asyncio.BufferedProtocol):
             events = session.receive_data(bytes(self._read_view[:nbytes]), time.monotonic())
             if events:
                 self._server.sink(session, events)
+            self._server.after_read()
         except Exception:  # a bug must cost this one session, never the others or the process
             self._fail("handling its messages")
         self.flush()
@@ -128,6 +129,9 @@ class SwitchServer:
         self.sink = sink
         self.tls = tls
         self.connections: set[SwitchConnection] = set()
+        # Called after each read from any bridge has been handled: lets work queued for other
+        # connections (misses for controllers) go out once per read, not once per message.
+        self.after_read: Callable[[], None] = lambda: None
         self._servers: list[asyncio.Server] = []
         self._ticker: asyncio.Task[None] | None = None
 
