@@ -115,6 +115,8 @@ class Daemon:
         if (new.proxy.listen != old.listen or new.proxy.tls != old.tls
                 or new.proxy.control_socket != old.control_socket):
             log.warning("listen targets, TLS settings and control_socket take effect on restart only")
+        if new.controllers != self.config.controllers or new.proxy.miss_timeout_ms != old.miss_timeout_ms:
+            log.warning("[[controllers]] and miss_timeout_ms take effect on restart only")
         self.server.versions = _versions(new)
         self.server.timing = _timing(new)  # both for sessions that connect from now on
         change = self.store.replace_origin("config", new.rules)
