@@ -44,6 +44,11 @@ def test_a_real_controller_answers_misses_through_the_proxy(ovs, proxy_factory, 
     flows = wait_until(lambda: controller_flows(ovs, "br0", protocol), 5,
                        "the controller's flow, tagged with its cookie band")
     assert "actions=output:1" in flows[0]
+    if protocol == "OpenFlow13":  # the controller's own table-miss flow was not let through
+        misses = [line for line in ovs.ofctl("-O", protocol, "dump-flows", "br0").splitlines()
+                  if " priority=0 " in line]
+        assert len(misses) == 1 and misses[0].strip().startswith("cookie=0x0,")  # the proxy's
+        assert misses[0].rstrip().endswith("actions=CONTROLLER:65535")
     proxy.stop()
     log = proxy.log_text()
     assert "won_by:tc=2" in log and "learned=1" in log

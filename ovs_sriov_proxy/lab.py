@@ -2,8 +2,10 @@
 
 Builds a sandboxed Open vSwitch (dummy datapath, hw-offload on) with a bridge shaped like a
 hypervisor's br-int — an uplink and three VF representors — starts the proxy as its controller
-with sample rules, sends traffic, and prints what happened: where each frame left, whether it cost
-the proxy a miss, and the flows the proxy installed. Then it cleans up.
+with sample rules and a sample upstream controller (ovs-testcontroller, a learning switch) for
+what the rules do not cover, sends traffic, and prints what happened: where each frame left,
+whether it cost a miss, who answered it, the flows on the bridge and the proxy's own counters.
+Then it cleans up.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
+from .control import transact
 from .sandbox import (
     OvsSandbox,
     SandboxError,
@@ -26,6 +30,7 @@ from .sandbox import (
 )
 
 BRIDGE = "br-int"
+CONTROLLER = "learning-switch"
 PORTS = {"uplink": 1, "vf0-rep": 2, "vf1-rep": 3, "vf2-rep": 4}
 VM_MAC = {"vf0-rep": "fa:16:3e:00:00:10", "vf1-rep": "fa:16:3e:00:00:11", "vf2-rep": "fa:16:3e:00:00:12"}
 GATEWAY_MAC = "fa:16:3e:00:00:01"
@@ -46,7 +51,8 @@ class Probe:
     what: str
     in_port: str
     frame: bytes
-    expect: str | None  # the port it should leave by, None for dropped
+    expect: tuple[str, ...]  # the ports it should leave by; () for dropped
+    via_controller: bool = False  # no rule covers it: the upstream controller answers
 
 
 def _probes() -> list[Probe]:
@@ -55,23 +61,27 @@ def _probes() -> list[Probe]:
         return udp_frame(src_mac, dst_mac, "10.0.0.5", dst_ip, 40000, dport, b"lab")
 
     return [
-        Probe("VM0 -> fabric (DNS)", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 53), "uplink"),
-        Probe("VM0 -> fabric again (same flow)", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 53), "uplink"),
-        Probe("VM1 -> fabric (NTP)", "vf1-rep", udp("vf1-rep", GATEWAY_MAC, 123), "uplink"),
-        Probe("VM0 -> SIP server", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 5060), "vf2-rep"),
-        Probe("fabric -> VM1", "uplink", udp("uplink", VM_MAC["vf1-rep"], 8080), "vf1-rep"),
-        Probe("fabric -> unknown MAC (no rule: dropped)", "uplink",
-              udp("uplink", "fa:16:3e:99:99:99", 8080), None),
+        Probe("VM0 -> fabric (DNS)", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 53), ("uplink",)),
+        Probe("VM0 -> fabric again (same flow)", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 53),
+              ("uplink",)),
+        Probe("VM1 -> fabric (NTP)", "vf1-rep", udp("vf1-rep", GATEWAY_MAC, 123), ("uplink",)),
+        Probe("VM0 -> SIP server", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 5060), ("vf2-rep",)),
+        Probe("fabric -> VM1", "uplink", udp("uplink", VM_MAC["vf1-rep"], 8080), ("vf1-rep",)),
+        Probe("fabric -> unknown MAC (no rule: controller)", "uplink",
+              udp("uplink", "fa:16:3e:99:99:99", 8080), ("vf0-rep", "vf1-rep", "vf2-rep"),
+              via_controller=True),
     ]
 
 
-def _config(port: int, state_dir: Path) -> str:
+def _config(port: int, state_dir: Path, controller_port: int) -> str:
     lines = ["[proxy]", f'listen = ["ptcp:{port}:127.0.0.1"]', f'state_dir = "{state_dir}"',
              f'control_socket = "{state_dir / "proxy.ctl"}"', ""]
     for comment, flow in SAMPLE_RULES:
         if comment:
             lines.append(f"# {comment}")
         lines += ["[[rules]]", f'flow = "{flow}"', ""]
+    lines += ["# What the rules do not cover goes to the upstream controller.", "[[controllers]]",
+              f'name = "{CONTROLLER}"', f'target = "tcp:127.0.0.1:{controller_port}"', ""]
     return "\n".join(lines)
 
 
@@ -87,7 +97,7 @@ def _misses(ovs: OvsSandbox) -> int:
     return 0
 
 
-def run_lab(workdir: Path | None, *, keep: bool = False, out=sys.stdout) -> int:
+def run_lab(workdir: Path | None, *, keep: bool = False, out: TextIO = sys.stdout) -> int:
     missing = missing_ovs_programs()
     if missing:
         print(f"lab: Open vSwitch programs missing: {', '.join(missing)} "
@@ -99,10 +109,14 @@ def run_lab(workdir: Path | None, *, keep: bool = False, out=sys.stdout) -> int:
     try:
         (directory / "ovs").mkdir(exist_ok=True)
         with OvsSandbox(directory / "ovs") as ovs:
-            port = free_port()
+            port, controller_port = free_port(), free_port()
             config_path = directory / "proxy.toml"
-            config_path.write_text(_config(port, directory / "state"))
+            state_dir = directory / "state"
+            config_path.write_text(_config(port, state_dir, controller_port))
             print(f"lab: private OVS in {directory / 'ovs'}; proxy config {config_path}", file=out)
+            ovs.start_testcontroller(controller_port, protocols=("OpenFlow13",))
+            print(f"lab: upstream controller {CONTROLLER} (ovs-testcontroller) on "
+                  f"tcp:127.0.0.1:{controller_port}", file=out)
             # The proxy runs from this very package, installed or not (cwd is the sandbox).
             package_root = str(Path(__file__).resolve().parent.parent)
             ovs.env["PYTHONPATH"] = os.pathsep.join(
@@ -112,15 +126,22 @@ def run_lab(workdir: Path | None, *, keep: bool = False, out=sys.stdout) -> int:
             ovs.add_bridge(BRIDGE, protocols=("OpenFlow13",), ports=PORTS, hw_offload=True,
                            controller=f"tcp:127.0.0.1:{port}")
             ovs.wait_connected(BRIDGE)
+            proxy_log = ovs.directory / "proxy.stderr"
+            wait_until(lambda: f"controller {CONTROLLER} connected" in proxy_log.read_text(), 10,
+                       "the proxy to reach the upstream controller")
             offload = ovs.vsctl("get", "Open_vSwitch", ".", "other_config:hw-offload").strip()
             print(f"lab: bridge {BRIDGE} (OpenFlow13, hw-offload={offload}) connected to the "
                   f"proxy at tcp:127.0.0.1:{port}", file=out)
             print(f"lab: ports {', '.join(f'{n}={p}' for n, p in PORTS.items())}\n", file=out)
             for probe in _probes():
                 failures += _send(ovs, probe, out)
-            print("\nlab: flows on the bridge (cookie 0x5052... = installed by the proxy):", file=out)
+            print("\nlab: flows on the bridge (cookie 0x5052... = installed by the proxy from its "
+                  "rules, 0x4300... = installed by the upstream controller):", file=out)
             for line in ovs.ofctl("-O", "OpenFlow13", "dump-flows", BRIDGE, "--no-stats").splitlines():
                 print(f"  {line.strip()}", file=out)
+            print("\nlab: the proxy's own view (ovs-appctl -t STATE/proxy.ctl proxy/show):", file=out)
+            for line in transact(state_dir / "proxy.ctl", "proxy/show").splitlines():
+                print(f"  {line}", file=out)
         print(f"\nlab: {'all probes behaved as expected' if not failures else f'{failures} probe(s) misbehaved'}",
               file=out)
         return 1 if failures else 0
@@ -139,32 +160,35 @@ def _proxy_flows(ovs: OvsSandbox) -> set[str]:
     return {line.strip() for line in lines if "cookie=0x5052" in line}
 
 
-def _send(ovs: OvsSandbox, probe: Probe, out) -> int:
+def _send(ovs: OvsSandbox, probe: Probe, out: TextIO) -> int:
     before, flows_before, misses_before = _tx_counts(ovs), _proxy_flows(ovs), _misses(ovs)
     ovs.inject(probe.in_port, probe.frame)
 
     def settled() -> dict[str, int] | None:
         now = _tx_counts(ovs)
         moved = {name: now[name] - before[name] for name in now if now[name] != before[name]}
-        if probe.expect is None:
+        if not probe.expect:
             # Nothing leaves; the table-miss flow's counter (slow to update) shows the miss.
             return moved if moved or _misses(ovs) > misses_before else None
-        return moved or None
+        return moved if len(moved) >= len(probe.expect) else None
 
     try:
         moved = wait_until(settled, 5, f"{probe.what} to be handled")
     except TimeoutError:
         moved = {}
-    # The proxy installs its flow before it releases the packet: a new flow means a miss.
+    # The proxy installs a flow before it releases the packet: a new flow means a miss.
     new_flows = _proxy_flows(ovs) - flows_before
     if new_flows:
-        how = "miss: proxy installed " + "; ".join(sorted(f.split(" ", 1)[1].replace("send_flow_rem ", "") for f in new_flows))
-    elif probe.expect is None:
+        how = "miss: proxy installed " + "; ".join(
+            sorted(f.split(" ", 1)[1].replace("send_flow_rem ", "") for f in new_flows))
+    elif probe.via_controller:
+        how = f"miss: no rule; {CONTROLLER} answered (it floods an unknown destination)"
+    elif not probe.expect:
         how = "miss: no rule, proxy fallback (drop)"
     else:
         how = "hit on the bridge's flow: no miss"
     left = ", ".join(sorted(moved)) or "nowhere"
-    ok = (sorted(moved) == [probe.expect]) if probe.expect else not moved
-    print(f"  {'ok ' if ok else 'BAD'} {probe.what:<40} {probe.in_port:>7} -> {left:<8} {how}",
+    ok = sorted(moved) == sorted(probe.expect)
+    print(f"  {'ok ' if ok else 'BAD'} {probe.what:<42} {probe.in_port:>7} -> {left:<26} {how}",
           file=out)
     return 0 if ok else 1

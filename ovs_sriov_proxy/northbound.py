@@ -246,6 +246,12 @@ class Northbound:
     def _relay_to_bridge(self, bridge: Bridge, controller: str, message: Message) -> None:
         raw = message.raw
         if message.type == OFPT_FLOW_MOD:
+            if _is_table_miss_to_controller(message):
+                # The proxy's own table-miss flow already sends every miss up, whole; the
+                # controller's (ovs-testcontroller's has max_len 128) would replace it and cut
+                # the packets the proxy must be able to release.
+                bridge.counters["controller_table_miss_kept_ours"] += 1
+                return
             raw = self._tag_flow_mod(bridge.version, controller, raw)
         session = bridge.session
         xid = session.next_xid()
@@ -434,6 +440,33 @@ def _flow_mod_buffer_id(message: Message) -> int:
         return NO_BUFFER
     (buffer_id,) = _U32.unpack_from(message.raw, offset)
     return int(buffer_id)
+
+
+def _is_table_miss_to_controller(message: Message) -> bool:
+    """An ADD of the table-miss flow of table 0 (priority 0, empty match) that outputs to
+    CONTROLLER and does nothing else."""
+    raw = message.raw
+    if message.version == OFP10:
+        if len(raw) < 72 + 8:
+            return False
+        wildcards, = _U32.unpack_from(raw, 8)
+        command, priority = struct.unpack_from("!H4xH", raw, 56)
+        actions = raw[72:]
+        return (wildcards & 0x3FFFFF == 0x3FFFFF and command == OFPFC_ADD and priority == 0
+                and len(actions) == 8 and actions[:2] == b"\x00\x00"
+                and actions[4:6] == b"\xff\xfd")  # one OUTPUT to OFPP_CONTROLLER
+    if len(raw) < 56:
+        return False
+    table_id, command = raw[24], raw[25]
+    (priority,) = struct.unpack_from("!H", raw, 30)
+    (match_len,) = struct.unpack_from("!H", raw, 50)
+    if table_id != 0 or command != OFPFC_ADD or priority != 0 or match_len != 4:
+        return False
+    instructions = raw[56:]
+    # One APPLY_ACTIONS (type 4, length 24) holding one OUTPUT (type 0, length 16) to CONTROLLER.
+    return (len(instructions) == 24 and instructions[:4] == b"\x00\x04\x00\x18"
+            and instructions[8:12] == b"\x00\x00\x00\x10"
+            and instructions[12:16] == b"\xff\xff\xff\xfd")
 
 
 def _set_flow_mod_buffer_id(raw: bytearray, version: int, buffer_id: int) -> None:
