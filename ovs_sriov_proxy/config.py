@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import ipaddress
 import math
 import re
 import tomllib
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "ControllerConfig",
+    "MetricsConfig",
     "PrimacyConfig",
     "ProxyConfig",
     "TimeWindow",
@@ -150,6 +152,19 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The [metrics] table: where Prometheus scrapes the proxy (absent: no exporter)."""
+
+    host: str
+    """IP address the HTTP listener binds, canonical form (IPv6 without brackets)."""
+    port: int
+    """TCP port of the HTTP listener, 1..65535."""
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole, validated configuration file."""
 
@@ -161,6 +176,8 @@ class Config:
     """Upstream controllers from [[controllers]], in file order."""
     source_path: Path
     """The file this was read from ("<string>" for text given directly)."""
+    metrics: MetricsConfig | None = None
+    """The [metrics] table; None (no table) means no Prometheus exporter."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,6 +721,40 @@ def _controllers(check: _Checker, data: dict[str, Any]) -> tuple[ControllerConfi
     return tuple(controllers)
 
 
+_METRICS_LISTEN_FORMS = "HOST:PORT with HOST an IP address, IPv6 in brackets ([::1]:9410)"
+
+
+def _metrics(check: _Checker, data: dict[str, Any]) -> MetricsConfig | None:
+    path: KeyPath = ("metrics",)
+    check.table(data, path, ("listen",))
+    text = check.get(data, path, "listen", str, 'a string "HOST:PORT"', required=True)
+    if text is _MISSING:
+        return None
+    path += ("listen",)
+    if text.startswith("["):
+        host, bracket, port_text = text[1:].partition("]:")
+        if not bracket:
+            check.error(path, f"{text!r} is not {_METRICS_LISTEN_FORMS}")
+            return None
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            check.error(path, f"{text!r} is not {_METRICS_LISTEN_FORMS}")
+            return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        check.error(path, f"{host!r} is not an IP address (host names are not accepted)")
+        return None
+    if (address.version == 6) != text.startswith("["):
+        check.error(path, f"{text!r}: brackets go around IPv6 addresses, and only those")
+        return None
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        check.error(path, f"port {port_text!r} is not in 1..65535")
+        return None
+    return MetricsConfig(str(address), int(port_text))
+
+
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _TOML_AT_END = re.compile(r"\s*\(at end of document\)$")
 
@@ -729,16 +780,21 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(source, text, exc)]) from None
     check = _Checker(source, _Locator(text), Path(path).parent)
-    check.table(data, (), ("proxy", "rules", "controllers"))
+    check.table(data, (), ("proxy", "rules", "controllers", "metrics"))
     proxy_table = check.get(data, (), "proxy", dict, "a table ([proxy])")
     proxy = _proxy(check, {} if proxy_table is _MISSING else proxy_table)
     rules = _rules(check, data)
     controllers = _controllers(check, data)
+    metrics = None
+    metrics_table = check.get(data, (), "metrics", dict, "a table ([metrics])")
+    if metrics_table is not _MISSING:
+        metrics = _metrics(check, metrics_table)
     if check.issues:
         # File order, issues without a known line last.
         ordered = sorted(check.issues, key=lambda issue: issue.line or math.inf)
         raise ConfigError(ordered)
-    return Config(proxy=proxy, rules=rules, controllers=controllers, source_path=Path(path))
+    return Config(proxy=proxy, rules=rules, controllers=controllers, source_path=Path(path),
+                  metrics=metrics)
 
 
 def load_config(path: str | Path) -> Config:

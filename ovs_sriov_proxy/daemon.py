@@ -4,7 +4,9 @@ SIGHUP re-reads the config file; a bad file is reported and the running config s
 (the proxy never runs half-configured). Rules and miss_fallback apply at once, protocols and
 timers to sessions that connect afterwards, listen targets, TLS and control_socket only on restart.
 SIGTERM/SIGINT and the control socket's `exit` stop it. The control socket (control.py) runs its
-commands on this loop; rule changes made there take the same path as a reload's.
+commands on this loop; rule changes made there take the same path as a reload's. So does the
+Prometheus exporter (metrics.py, when [metrics] is configured): it reads the proxy's counters at
+scrape time, on this loop.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, TlsConfig, load_config
 from .control import ControlServer, Dispatcher
+from .metrics import MetricsServer, metrics_registry
 from .northbound import Northbound
 from .openflow.framing import VERSIONS_BY_NAME
 from .proxy import Proxy
@@ -57,6 +60,10 @@ class Daemon:
                            if config.controllers else None)
         if self.northbound is not None:
             self.server.after_read = self.northbound.flush_links
+        metrics = config.metrics
+        self.metrics = (MetricsServer(metrics.host, metrics.port,
+                                      metrics_registry(self.proxy, self.northbound))
+                        if metrics is not None else None)
         self._stopping = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
 
@@ -67,8 +74,12 @@ class Daemon:
             # bridge connects to this one.
             await self.control.start()
         try:
+            if self.metrics is not None:
+                await self.metrics.start()  # a taken port, too, fails before bridges connect
             await self.server.start()
         except BaseException:
+            if self.metrics is not None:
+                await self.metrics.stop()
             if self.control is not None:
                 await self.control.stop()
             raise
@@ -90,6 +101,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             if self.control is not None:
                 await self.control.stop()
+            if self.metrics is not None:
+                await self.metrics.stop()
             await self.server.stop()
             log.info("stopped")
 
@@ -115,6 +128,8 @@ class Daemon:
         if (new.proxy.listen != old.listen or new.proxy.tls != old.tls
                 or new.proxy.control_socket != old.control_socket):
             log.warning("listen targets, TLS settings and control_socket take effect on restart only")
+        if new.metrics != self.config.metrics:
+            log.warning("[metrics] changes take effect on restart only")
         if new.controllers != self.config.controllers or new.proxy.miss_timeout_ms != old.miss_timeout_ms:
             log.warning("[[controllers]] and miss_timeout_ms take effect on restart only")
         self.server.versions = _versions(new)

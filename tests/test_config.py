@@ -215,7 +215,7 @@ def test_error_format_from_the_brief() -> None:
     ("text", "line", "key", "problem"),
     [
         ("[proxy]\nlisten = ['ptcp:1']\nlisten_on = 3\n", 3, "proxy.listen_on", "unknown key"),
-        ("title = 'x'\n", 1, "title", "unknown key (expected one of: proxy, rules, controllers)"),
+        ("title = 'x'\n", 1, "title", "unknown key (expected one of: proxy, rules, controllers, metrics)"),
         ("[proxy]\n\n[proxy.extra]\na = 1\n", 3, "proxy.extra", "unknown key"),
         ("[[rules]]\nflow = 'actions=drop'\nflwo = 'x'\n", 3, "rules[0].flwo", "unknown key"),
         ("[[controllers]]\nname='a'\ntarget='tcp:1.2.3.4'\n[controllers.primacy]\nhour = []\n", 5,
