@@ -68,6 +68,11 @@ class Daemon:
         self._reloading: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Handlers first: a SIGHUP (systemctl reload) while starting must not kill the process.
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         Path(self.config.proxy.state_dir).mkdir(parents=True, exist_ok=True)
         if self.control is not None:
             # First: a busy control socket means another proxy runs here; fail before any
@@ -83,10 +88,6 @@ class Daemon:
             if self.control is not None:
                 await self.control.stop()
             raise
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop)
-        loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
         northbound_task = (loop.create_task(self.northbound.run(), name="northbound")
                            if self.northbound is not None else None)
         log.info("ready: %d rules, %d controllers, listening on %s", len(self.store),
