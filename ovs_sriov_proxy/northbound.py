@@ -345,7 +345,8 @@ class Northbound:
             del xids[message.xid]
         link = self.links.get(bridge.session, {}).get(controller)
         if link is not None:
-            self._to_controller(link, switch_side.rewrite_xid(message.raw, controller_xid))
+            raw = untag_flow_stats(message, self.tags[controller])
+            self._to_controller(link, switch_side.rewrite_xid(raw, controller_xid))
 
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
         xids = self._xids.get(bridge.session)
@@ -440,6 +441,42 @@ def _flow_mod_buffer_id(message: Message) -> int:
         return NO_BUFFER
     (buffer_id,) = _U32.unpack_from(message.raw, offset)
     return int(buffer_id)
+
+
+OFPST_FLOW = 1  # flow statistics: OFPST_FLOW in 1.0, OFPMP_FLOW in 1.3+
+# Where the cookie sits in one flow-stats entry (after the 1.0 ofp_match, or the 1.3+ fixed part).
+_STATS_COOKIE_AT = {OFP10: 64}
+_STATS_COOKIE_AT_13 = 24
+
+
+def untag_flow_stats(message: Message, tag: int) -> bytes:
+    """A flow statistics reply with `tag` taken off the cookies of the controller's own flows, so
+    that it recognises them (an agent that deletes every cookie it does not own would otherwise
+    delete its own flows). Flows of others keep their cookies. Anything else is returned as is."""
+    raw = message.raw
+    if message.version == OFP10:
+        body_at = 12
+        if message.type != OFPT10_STATS_REPLY or len(raw) < body_at:
+            return raw
+    else:
+        body_at = 16
+        if message.type != OFPT13_MULTIPART_REPLY or len(raw) < body_at:
+            return raw
+    (stats_type,) = struct.unpack_from("!H", raw, 8)
+    if stats_type != OFPST_FLOW:
+        return raw
+    cookie_at = _STATS_COOKIE_AT.get(message.version, _STATS_COOKIE_AT_13)
+    out = bytearray(raw)
+    offset = body_at
+    while offset + cookie_at + 8 <= len(out):
+        (length,) = struct.unpack_from("!H", out, offset)
+        if length < cookie_at + 8 or offset + length > len(out):
+            break  # malformed from the bridge: leave the rest untouched
+        (cookie,) = _U64.unpack_from(out, offset + cookie_at)
+        if cookie >> TAG_SHIFT == tag:
+            _U64.pack_into(out, offset + cookie_at, cookie & LOW_COOKIE)
+        offset += length
+    return bytes(out)
 
 
 def _is_table_miss_to_controller(message: Message) -> bool:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_0 as of10
 from os_ken.ofproto import ofproto_v1_0_parser as p10
 from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 
-from ovs_sriov_proxy.northbound import _is_table_miss_to_controller
+from ovs_sriov_proxy.northbound import _is_table_miss_to_controller, untag_flow_stats
 from ovs_sriov_proxy.openflow.framing import Framer, Message
 
 DP13 = ofproto_protocol.ProtocolDesc(0x04)
@@ -41,3 +43,22 @@ def test_other_low_flows_are_not_mistaken_for_it() -> None:
     assert not _is_table_miss_to_controller(message(p10.OFPFlowMod(
         DP10, match=p10.OFPMatch(wildcards=of10.OFPFW_ALL), cookie=0, command=of10.OFPFC_ADD,
         priority=0, actions=[p10.OFPActionOutput(2)])))
+
+
+def test_flow_stats_replies_show_a_controller_its_own_cookies_untagged() -> None:
+    tag = 0x4301
+    own, foreign = tag << 48 | 0xABC, 0x5052 << 48 | 7
+    empty_match = struct.pack("!HH4x", 1, 4)  # an OXM match with no fields, padded to 8
+
+    def entry(cookie: int) -> bytes:  # ofp_flow_stats (1.3), no instructions
+        return struct.pack("!HBxIIHHHH4xQQQ", 48 + len(empty_match), 0, 1, 0, 5, 0, 0, 0,
+                           cookie, 0, 0) + empty_match
+
+    body = entry(own) + entry(foreign)
+    reply = Framer().receive_data(struct.pack("!BBHIHH4x", 4, 19, 16 + len(body), 9, 1, 0)
+                                  + body)[0]
+    untagged = untag_flow_stats(reply, tag)
+    parsed = p13.OFPMultipartReply.parser(DP13, 4, 19, len(untagged), 9, untagged)
+    assert [s.cookie for s in parsed.body] == [0xABC, foreign]
+    port_stats = Framer().receive_data(reply.raw[:8] + struct.pack("!H", 4) + reply.raw[10:])[0]
+    assert untag_flow_stats(port_stats, tag) == port_stats.raw  # only flow stats are touched
