@@ -25,7 +25,7 @@ from .openflow.framing import VERSIONS_BY_NAME
 from .proxy import Proxy
 from .rules.model import FlowRule
 from .rules.store import RuleChange, RuleStore
-from .sessions.switch import SessionTiming
+from .sessions.keepalive import SessionTiming
 from .sessions.transport import SwitchServer
 
 log = logging.getLogger(__name__)

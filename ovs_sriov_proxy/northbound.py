@@ -52,7 +52,8 @@ from .resolver import MissResolver, Resolution, UnknownBuffer
 from .rules.model import OFPP_TABLE, FlowRule, Output
 from .rules.store import RuleChange
 from .sessions.controller import ControllerClosed, ControllerReady, DatapathView, Event, Relay
-from .sessions.switch import FlowRemoved, PortStatus, SessionTiming, SwitchError, SwitchReady
+from .sessions.keepalive import SessionTiming
+from .sessions.switch import FlowRemoved, PortStatus, SwitchError, SwitchReady
 from .sessions.upstream import ControllerLink
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from ..openflow.framing import (
     simple_message,
 )
 from ..openflow.switch_side import PacketOut, PortDesc
-from .switch import SessionTiming
+from .keepalive import Due, Keepalive, SessionTiming
 
 OFPT_ROLE_REQUEST = 24
 OFPT_GET_ASYNC_REQUEST = 26
@@ -133,9 +133,7 @@ class ControllerSession:
         self.close_reason: str | None = None
         self._framer = Framer()
         self._outbox: list[bytes] = [hello(versions)]
-        self._started = now
-        self._last_rx = now
-        self._echo_sent_at: float | None = None
+        self._keepalive = Keepalive(timing, now)
         self._xid = 0
 
     # ---- outputs ----
@@ -156,11 +154,7 @@ class ControllerSession:
     def next_deadline(self) -> float | None:
         if self.state is State.CLOSED:
             return None
-        if self.state is State.HELLO:
-            return self._started + self.timing.hello_timeout
-        if self._echo_sent_at is None:
-            return self._last_rx + self.timing.echo_interval
-        return self._last_rx + self.timing.dead_interval
+        return self._keepalive.deadline(self.state is State.READY)
 
     # ---- what the controller hears, filtered by its role and async masks ----
 
@@ -200,20 +194,19 @@ class ControllerSession:
     def handle_timer(self, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
-        if self.state is State.HELLO and now >= self._started + self.timing.hello_timeout:
+        due = self._keepalive.check(now, self.state is State.READY)
+        if due is Due.HANDSHAKE_EXPIRED:
             return self._close(f"no HELLO within {self.timing.hello_timeout:g}s")
-        if now - self._last_rx >= self.timing.dead_interval:
-            return self._close(f"silent for {now - self._last_rx:.1f}s (dead peer)")
-        if self._echo_sent_at is None and now - self._last_rx >= self.timing.echo_interval:
-            self._echo_sent_at = now
+        if due is Due.DEAD:
+            return self._close(f"silent for {self._keepalive.silence(now):.1f}s (dead peer)")
+        if due is Due.PROBE:
             self._outbox.append(simple_message(self.version, OFPT_ECHO_REQUEST, self.next_xid()))
         return []
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
-        self._last_rx = now
-        self._echo_sent_at = None
+        self._keepalive.received(now)
         events: list[Event] = []
         try:
             for message in self._framer.receive_data(data):

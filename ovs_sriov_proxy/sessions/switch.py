@@ -45,6 +45,7 @@ from ..openflow.framing import (
     simple_message,
 )
 from ..openflow.packet import PacketIn, parse_packet_in, port_from_of10
+from .keepalive import Due, Keepalive, SessionTiming
 
 log = logging.getLogger(__name__)
 _XID = struct.Struct("!I")
@@ -64,13 +65,6 @@ class State(enum.Enum):
     FEATURES = "features"
     READY = "ready"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionTiming:
-    hello_timeout: float = 5.0  # a peer not through HELLO and FEATURES by then is dropped
-    echo_interval: float = 5.0  # an idle peer is probed with ECHO_REQUEST after this
-    dead_interval: float = 15.0  # a peer silent for this long is declared dead
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +143,7 @@ class SwitchSession:
         self._framer = Framer()
         self._outbox: list[bytes] = [hello(versions)]
         self._xid = 0
-        self._started = now
-        self._last_rx = now
-        self._echo_sent_at: float | None = None
+        self._keepalive = Keepalive(timing, now)
         self._handshake = _Handshake()
         self._held: list[Event] = []
         self._xid_features = self._xid_ports = -1
@@ -181,32 +173,27 @@ class SwitchSession:
     def next_deadline(self) -> float | None:
         if self.state is State.CLOSED:
             return None
-        if self.state is not State.READY:
-            return self._started + self.timing.hello_timeout
-        if self._echo_sent_at is None:
-            return self._last_rx + self.timing.echo_interval
-        return self._last_rx + self.timing.dead_interval
+        return self._keepalive.deadline(self.state is State.READY)
 
     # ---- inputs ----
 
     def handle_timer(self, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
-        if self.state is not State.READY and now >= self._started + self.timing.hello_timeout:
+        due = self._keepalive.check(now, self.state is State.READY)
+        if due is Due.HANDSHAKE_EXPIRED:
             waiting_for = "HELLO" if self.state is State.HELLO else "features reply"
             return self._close(f"no {waiting_for} within {self.timing.hello_timeout:g}s")
-        if now - self._last_rx >= self.timing.dead_interval:
-            return self._close(f"silent for {now - self._last_rx:.1f}s (dead peer)")
-        if self._echo_sent_at is None and now - self._last_rx >= self.timing.echo_interval:
-            self._echo_sent_at = now
+        if due is Due.DEAD:
+            return self._close(f"silent for {self._keepalive.silence(now):.1f}s (dead peer)")
+        if due is Due.PROBE:
             self._outbox.append(simple_message(self.version, OFPT_ECHO_REQUEST, self.next_xid()))
         return []
 
     def receive_data(self, data: bytes | bytearray, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
-        self._last_rx = now
-        self._echo_sent_at = None
+        self._keepalive.received(now)
         try:
             events: list[Event] = []
             on_packet_in = self.on_packet_in

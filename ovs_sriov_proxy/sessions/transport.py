@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 
 from ..targets import PassiveTarget
-from .switch import SessionTiming, SwitchSession
+from .keepalive import SessionTiming
+from .switch import SwitchSession
 
 log = logging.getLogger(__name__)
 

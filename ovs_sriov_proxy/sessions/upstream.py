@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from ..targets import ActiveTarget
 from .controller import ControllerClosed, ControllerSession, DatapathView, Event
-from .switch import SessionTiming
+from .keepalive import SessionTiming
 
 log = logging.getLogger(__name__)
 
