@@ -213,6 +213,14 @@ OFPBRC_BAD_TYPE = 1
 OFPBRC_BAD_LEN = 6
 
 
+def hello_failed(ours: frozenset[int], message: Message) -> bytes:
+    """The HELLO_FAILED/INCOMPATIBLE error for a peer whose HELLO shares no version with us,
+    in the lowest version either side knows, saying which versions we speak."""
+    offered = ", ".join(VERSION_NAMES.get(v, hex(v)) for v in sorted(ours))
+    return error(min(ours | {message.version}), 0, OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE,
+                 f"we speak {offered}".encode())
+
+
 def error(version: int, xid: int, err_type: int, code: int, data: bytes = b"") -> bytes:
     """An ERROR message; `data` is (the start of) the offending message, at most 64 bytes kept."""
     return simple_message(version, OFPT_ERROR, xid, struct.pack("!HH", err_type, code) + data[:64])

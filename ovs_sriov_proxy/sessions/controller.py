@@ -26,8 +26,6 @@ from ..openflow.framing import (
     OFP13,
     OFPBRC_BAD_TYPE,
     OFPET_BAD_REQUEST,
-    OFPET_HELLO_FAILED,
-    OFPHFC_INCOMPATIBLE,
     OFPT_ECHO_REPLY,
     OFPT_ECHO_REQUEST,
     OFPT_FEATURES_REQUEST,
@@ -40,6 +38,7 @@ from ..openflow.framing import (
     RemoteProtocolError,
     error,
     hello,
+    hello_failed,
     negotiate,
     simple_message,
 )
@@ -237,8 +236,7 @@ class ControllerSession:
                 raise RemoteProtocolError(f"expected HELLO, got message type {message.type}")
             version = negotiate(self.versions, message)
             if version is None:
-                self._outbox.append(error(min(self.versions | {message.version}), 0,
-                                          OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE))
+                self._outbox.append(hello_failed(self.versions, message))
                 return self._close(f"no common OpenFlow version (controller offered 0x{message.version:02x})")
             self.version = version
             self._framer.expected_version = version

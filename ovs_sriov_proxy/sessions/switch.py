@@ -24,8 +24,6 @@ from ..openflow.framing import (
     OFP10,
     OFPBRC_BAD_TYPE,
     OFPET_BAD_REQUEST,
-    OFPET_HELLO_FAILED,
-    OFPHFC_INCOMPATIBLE,
     OFPT13_MULTIPART_REPLY,
     OFPT_ECHO_REPLY,
     OFPT_ECHO_REQUEST,
@@ -35,12 +33,12 @@ from ..openflow.framing import (
     OFPT_HELLO,
     OFPT_PACKET_IN,
     OFPT_PORT_STATUS,
-    VERSION_NAMES,
     Framer,
     Message,
     RemoteProtocolError,
     error,
     hello,
+    hello_failed,
     negotiate,
     simple_message,
 )
@@ -283,10 +281,7 @@ class SwitchSession:
             raise RemoteProtocolError(f"expected HELLO, got message type {message.type}")
         version = negotiate(self.versions, message)
         if version is None:
-            offered = ", ".join(VERSION_NAMES.get(v, hex(v)) for v in sorted(self.versions))
-            self._outbox.append(error(min(self.versions | {message.version}), 0,
-                                      OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE,
-                                      f"we speak {offered}".encode()))
+            self._outbox.append(hello_failed(self.versions, message))
             return self._close(f"no common OpenFlow version (peer offered 0x{message.version:02x})")
         self.version = version
         self._framer.expected_version = version
