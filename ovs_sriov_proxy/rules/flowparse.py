@@ -352,11 +352,13 @@ class _MatchBuilder:
 _MatchHandler = Callable[[_MatchBuilder, _Token], None]
 
 
-def _needs_value(token: _Token) -> str:
+def _needs_value(token: _Token, noun: str = "a value", separator: str = "=") -> str:
+    """The token's value; a clear error when it has none or is written KEY(...)."""
     if token.value is None or token.value == "":
-        raise FlowSyntaxError(f"{token.key} needs a value ({token.key}=...)", column=token.column)
+        raise FlowSyntaxError(f"{token.key} needs {noun} ({token.key}{separator}...)",
+                              column=token.column)
     if token.delim == "(":
-        raise FlowSyntaxError(f"{token.key} takes {token.key}=VALUE", column=token.column)
+        raise FlowSyntaxError(f"{token.key} takes {token.key}{separator}VALUE", column=token.column)
     return token.value
 
 
@@ -600,11 +602,7 @@ _ActionHandler = Callable[[_ActionContext, _Token], None]
 
 
 def _action_value(token: _Token) -> str:
-    if token.value is None or token.value == "":
-        raise FlowSyntaxError(f"{token.key} needs an argument ({token.key}:...)", column=token.column)
-    if token.delim == "(":
-        raise FlowSyntaxError(f"{token.key} takes {token.key}:VALUE", column=token.column)
-    return token.value
+    return _needs_value(token, "an argument", ":")
 
 
 def _no_argument(token: _Token) -> None:
