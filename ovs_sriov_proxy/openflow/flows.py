@@ -33,6 +33,7 @@ from ..rules.fields import (
     VLAN_PRESENT,
 )
 from ..rules.model import Action, Match, Output, PopVlan, PushVlan, SetField, SetQueue
+from .packet import port_from_of10
 
 OF10 = 0x01
 OF13 = 0x04
@@ -74,10 +75,6 @@ def port_to_of10(port: int) -> int:
     if _OF13_PORT_MAX <= port <= 0xFFFFFFFF:
         return port - _OF10_PORT_OFFSET
     raise Unrepresentable(f"port {port:#x} has no OpenFlow 1.0 number")
-
-
-def port_from_of10(port: int) -> int:
-    return port if port < _OF10_PORT_MAX else port + _OF10_PORT_OFFSET
 
 
 # ---------------------------------------------------------------------------------------------
