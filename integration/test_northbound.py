@@ -21,6 +21,19 @@ def controller_flows(ovs, bridge: str, protocol: str) -> list[str]:
             if f"cookie=0x{CONTROLLER_TAG:x}" in line]
 
 
+def exchange_through_a_learning_switch(ovs) -> None:
+    """A -> B on p1, then B -> A on p2, with ovs-testcontroller deciding upstream: the first is
+    flooded (a PACKET_OUT carrying the proxy's buffer id), the second gets a flow (a FLOW_MOD
+    carrying it)."""
+    out1, out2, out3 = (ovs.capture(f"br0-p{i}") for i in (1, 2, 3))
+    a_to_b = udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"ab")
+    b_to_a = udp_frame(B, A, "10.0.0.2", "10.0.0.1", 2000, 1000, b"ba")
+    ovs.inject("br0-p1", a_to_b)
+    assert out2.wait_frames(1) == [a_to_b] and out3.wait_frames(1) == [a_to_b]
+    ovs.inject("br0-p2", b_to_a)
+    assert out1.wait_frames(1) == [b_to_a]
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_real_controller_answers_misses_through_the_proxy(ovs, proxy_factory, tmp_path,
                                                              protocol) -> None:
@@ -32,15 +45,7 @@ def test_a_real_controller_answers_misses_through_the_proxy(ovs, proxy_factory, 
     proxy = proxy_factory(config)
     add_bridge(ovs, "br0", protocol, port)
     proxy.wait_log("controller tc connected")
-    out1, out2, out3 = (ovs.capture(f"br0-p{i}") for i in (1, 2, 3))
-    a_to_b = udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"ab")
-    b_to_a = udp_frame(B, A, "10.0.0.2", "10.0.0.1", 2000, 1000, b"ba")
-    # Unknown destination: the learning switch floods it, with a PACKET_OUT carrying our buffer id.
-    ovs.inject("br0-p1", a_to_b)
-    assert out2.wait_frames(1) == [a_to_b] and out3.wait_frames(1) == [a_to_b]
-    # A is known now: the controller installs a flow (a FLOW_MOD with our buffer id).
-    ovs.inject("br0-p2", b_to_a)
-    assert out1.wait_frames(1) == [b_to_a]
+    exchange_through_a_learning_switch(ovs)
     flows = wait_until(lambda: controller_flows(ovs, "br0", protocol), 5,
                        "the controller's flow, tagged with its cookie band")
     assert "actions=output:1" in flows[0]
@@ -201,13 +206,7 @@ def test_a_proxy_can_be_the_controller_of_another_proxy(ovs, proxy_factory, tmp_
     add_bridge(ovs, "br0", "OpenFlow13", lower_port)
     lower.wait_log("controller upper connected")
     upper.wait_log("controller tc connected")
-    out1, out2, out3 = (ovs.capture(f"br0-p{i}") for i in (1, 2, 3))
-    a_to_b = udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"ab")
-    b_to_a = udp_frame(B, A, "10.0.0.2", "10.0.0.1", 2000, 1000, b"ba")
-    ovs.inject("br0-p1", a_to_b)
-    assert out2.wait_frames(1) == [a_to_b] and out3.wait_frames(1) == [a_to_b]
-    ovs.inject("br0-p2", b_to_a)
-    assert out1.wait_frames(1) == [b_to_a]
+    exchange_through_a_learning_switch(ovs)
     upper.stop()
     lower.stop()
     assert "won_by:tc=2" in upper.log_text() and "won_by:upper=2" in lower.log_text()
