@@ -38,9 +38,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 OFLOAD = BENCH_DIR / "ofload.py"
 RESPONDER = BENCH_DIR / "responder.py"
-TARGETS = ("responder", "testcontroller", "proxy", "proxy-miss")
+OSKEN_APP = REPO_DIR / "integration" / "osken_l2_app.py"
+TARGETS = ("responder", "testcontroller", "proxy", "proxy-miss", "osken", "proxy-osken")
+DEFAULT_TARGETS = TARGETS[:4]
 # proxy-miss: the proxy with no rules in front of the responder, so that every miss goes up to a
 # controller and back (the northbound miss path), compared with the responder alone.
+# osken / proxy-osken: the same comparison with a real controller, a reactive L2 learning switch
+# on os-ken's app framework (integration/osken_l2_app.py), directly and behind the proxy. It
+# answers with PACKET_OUTs only, so that the proxy learns nothing and every miss goes up.
+UPSTREAMS = {"proxy-miss": "responder", "proxy-osken": "osken"}
 PROXY_RULE = "priority=10,udp actions=output:2"
 
 
@@ -172,6 +178,9 @@ class Harness:
         env = dict(os.environ)
         if target == "responder":
             argv = [self.python, str(RESPONDER), "--listen", f"ptcp:{port}:127.0.0.1"]
+        elif target == "osken":
+            argv = [self.python, str(OSKEN_APP), "--listen", str(port), "--quiet",
+                    "--packet-outs-only"]
         elif target == "testcontroller":
             proto = "OpenFlow10" if version == "1.0" else "OpenFlow13"
             argv = ["ovs-testcontroller", f"--unixctl={self.workdir / (tag + '.ctl')}", "-O", proto,
@@ -181,11 +190,15 @@ class Harness:
             state_dir = self.workdir / f"{tag}-state"
             state_dir.mkdir()
             config = self.workdir / f"{tag}.toml"
-            if target == "proxy-miss":
+            if target in UPSTREAMS:
                 upstream_port = free_port()
-                upstream = self.children.start(
-                    [self.python, str(RESPONDER), "--listen", f"ptcp:{upstream_port}:127.0.0.1"],
-                    self.workdir / f"{tag}-upstream.log", cpu)
+                upstream_argv = (
+                    [self.python, str(RESPONDER), "--listen", f"ptcp:{upstream_port}:127.0.0.1"]
+                    if UPSTREAMS[target] == "responder"
+                    else [self.python, str(OSKEN_APP), "--listen", str(upstream_port), "--quiet",
+                          "--packet-outs-only"])
+                upstream = self.children.start(upstream_argv, self.workdir / f"{tag}-upstream.log",
+                                               cpu)
                 self.upstreams.append(upstream)
                 wait_listening(upstream, upstream_port, log, self.args.start_timeout)
                 tail_text = ('[[controllers]]\nname = "up"\n'
@@ -248,7 +261,7 @@ class Harness:
     # -- the whole matrix ----------------------------------------------------
     def run_all(self) -> dict[str, Any]:
         targets = list(self.args.targets)
-        if "proxy" in targets or "proxy-miss" in targets:
+        if any(t.startswith("proxy") for t in targets):
             self.proxy_argv, self.proxy_skip = proxy_command(self.python)
             if self.proxy_argv is None:
                 print(f"cachehit: skipping the proxy: {self.proxy_skip}", file=sys.stderr)
@@ -361,11 +374,12 @@ def format_table(entry: dict[str, Any]) -> str:
     lines.append(f"  proxy/testcontroller: {ratio:.2f}" if ratio is not None
                  else "  proxy/testcontroller: n/a")
     by_target = {r["target"]: r for r in entry["rows"] if "p50_us" in r}
-    if "proxy-miss" in by_target and "responder" in by_target:
-        direct, via = by_target["responder"], by_target["proxy-miss"]
-        lines.append(f"  miss path: p50 through the proxy / direct = "
-                     f"{via['p50_us'] / direct['p50_us']:.2f}; proxy CPU per miss "
-                     f"{via['cpu_us_per_response']:.1f} us")
+    for proxied, upstream in UPSTREAMS.items():
+        if proxied in by_target and upstream in by_target:
+            direct, via = by_target[upstream], by_target[proxied]
+            lines.append(f"  miss path ({upstream}): p50 through the proxy / direct = "
+                         f"{via['p50_us'] / direct['p50_us']:.2f}; proxy CPU per miss "
+                         f"{via['cpu_us_per_response']:.1f} us")
     return "\n".join(lines) + "\n"
 
 
@@ -378,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--versions", type=csv_list, default=["1.0", "1.3"])
     ap.add_argument("--modes", type=csv_list, default=["throughput", "latency"])
-    ap.add_argument("--targets", type=csv_list, default=list(TARGETS))
+    ap.add_argument("--targets", type=csv_list, default=list(DEFAULT_TARGETS))
     ap.add_argument("--switches", type=int, default=16, help="switches in throughput mode")
     ap.add_argument("--latency-switches", type=int, default=1, help="switches in latency mode")
     ap.add_argument("--seconds", type=float, default=5.0)

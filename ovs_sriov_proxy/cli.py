@@ -1,6 +1,7 @@
 """The `ovs-sriov-proxy` command line.
 
-`status` and `rules` talk to a running daemon through its control socket (control.py), with
+`status`, `rules`, `attach`, `detach` and `controllers` talk to a running daemon through its
+control socket (control.py), with
 the same commands `ovs-appctl -t SOCKET` runs. They print text for people, or with `--json`
 the daemon's JSON document. Exit codes: 0 done, 1 the daemon refused the command or could not
 be reached, 2 bad usage or a bad config file.
@@ -9,6 +10,7 @@ be reached, 2 bad usage or a bad config file.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -46,7 +48,9 @@ def main() -> None:
 def check_config(config_path: str) -> None:
     """Validate a configuration file and exit (non-zero if it is wrong)."""
     config = _load_or_exit(config_path)
-    click.echo(f"{config_path}: OK ({len(config.rules)} rules, {len(config.controllers)} "
+    count = len(config.vm_rules)
+    vm_rules = f", {count} VM rule{'' if count == 1 else 's'}" if count else ""
+    click.echo(f"{config_path}: OK ({len(config.rules)} rules{vm_rules}, {len(config.controllers)} "
                f"controllers, listening on {', '.join(str(t) for t in config.proxy.listen)})")
 
 
@@ -61,11 +65,15 @@ def run(config_path: str, log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .daemon import run_daemon
+    from .rules.backup import BackupError
 
     try:
         asyncio.run(run_daemon(config))
     except OSError as exc:  # e.g. the listen port is taken
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except BackupError as exc:  # e.g. a backup written by a newer version: never overwritten
+        click.echo(f"error: rules backup {config.backup_path}: {exc}", err=True)
         sys.exit(1)
 
 
@@ -133,6 +141,33 @@ def status(target: str | None, config_path: str | None, as_json: bool) -> None:
     click.echo(_transact(target, config_path, "proxy/show", as_json=as_json), nl=False)
 
 
+@main.command()
+@click.argument("bridge")
+@_control_options
+def attach(bridge: str, target: str | None, config_path: str | None, as_json: bool) -> None:
+    """Attach BRIDGE through OVSDB: its controller becomes the proxy (needs [ovsdb]).
+
+    A bridge that does not exist yet is attached when it appears. What it had before is
+    remembered (in state_dir) and restored by `detach`.
+    """
+    click.echo(_transact(target, config_path, "proxy/attach", bridge, as_json=as_json), nl=False)
+
+
+@main.command()
+@click.argument("bridge")
+@_control_options
+def detach(bridge: str, target: str | None, config_path: str | None, as_json: bool) -> None:
+    """Detach BRIDGE: restore the controllers, fail_mode and protocols it had before `attach`."""
+    click.echo(_transact(target, config_path, "proxy/detach", bridge, as_json=as_json), nl=False)
+
+
+@main.command()
+@_control_options
+def controllers(target: str | None, config_path: str | None, as_json: bool) -> None:
+    """List the upstream controllers and the state of each one's link from every bridge."""
+    click.echo(_transact(target, config_path, "proxy/controllers", as_json=as_json), nl=False)
+
+
 @main.group()
 def rules() -> None:
     """List, add and delete the running proxy's rules."""
@@ -165,3 +200,66 @@ def rules_add(flow: str, bridge: str | None, target: str | None, config_path: st
 def rules_del(rule_id: str, target: str | None, config_path: str | None, as_json: bool) -> None:
     """Delete the rule with this id (see `rules list`); its flows leave the bridges."""
     click.echo(_transact(target, config_path, "proxy/del-rule", rule_id, as_json=as_json), nl=False)
+
+
+@rules.command("export")
+@click.option("--output", "-o", type=click.File("w"), default="-",
+              help="Write the JSON lines here [default: stdout].")
+@click.option("--backup", "backup_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Read this rules backup file instead of asking the daemon "
+                                 "(for a proxy that is not running).")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Read control_socket from this config file.")
+@click.option("--target", "-t", default=None, metavar="SOCKET", help="The daemon's control socket.")
+def rules_export(output, backup_file: str | None, config_path: str | None,
+                 target: str | None) -> None:
+    """Write every rule as JSON lines (ovs-ofctl flow, origin, bridge, times), for backup and
+    for moving rules to another host with `rules import`."""
+    if backup_file is not None:
+        from .rules.backup import read_records
+        from .rules.records import to_json_line
+
+        for record in read_records(Path(backup_file)):
+            output.write(to_json_line(record) + "\n")
+        return
+    after = 0
+    while True:
+        page = _transact(target, config_path, "proxy/export", str(after))
+        lines = page.splitlines()
+        output.write(page)
+        if not lines:
+            return
+        after = json.loads(lines[-1])["id"]
+
+
+@rules.command("import")
+@click.argument("source", type=click.File("r"))
+@_control_options
+def rules_import(source, target: str | None, config_path: str | None, as_json: bool) -> None:
+    """Add the rules of a `rules export` file (JSON lines; - for stdin) under new ids.
+
+    Every line is checked before anything is sent; rules already present, and learned rules
+    whose lifetime is over, are skipped. Imported rules keep their origin, except that rules of
+    another host's config get origin "import" (this host's config file owns origin "config").
+    """
+    from .control import IMPORT_CHUNK
+    from .rules.records import RecordError, from_json_line
+
+    lines = [line for line in source.read().splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):
+        try:
+            from_json_line(line)
+        except RecordError as exc:
+            click.echo(f"error: {source.name}:{number}: {exc} (nothing imported)", err=True)
+            sys.exit(2)
+    added = skipped = 0
+    for start in range(0, len(lines), IMPORT_CHUNK):
+        chunk = "\n".join(lines[start:start + IMPORT_CHUNK])
+        reply = _transact(target, config_path, "proxy/import", chunk, as_json=True)
+        counts = json.loads(reply)
+        added += counts["added"]
+        skipped += counts["skipped"]
+    if as_json:
+        click.echo(json.dumps({"added": added, "skipped": skipped}, indent=2))
+    else:
+        click.echo(f"{added} rules imported, {skipped} skipped (already present or expired)")

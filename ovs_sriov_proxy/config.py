@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from .rules.flowparse import FlowSyntaxError, parse_flow, parse_match
 from .rules.model import FlowRule, Match
+from .rules.store import LOCAL_ORIGINS
 from .targets import (
     ActiveTarget,
     PassiveTarget,
@@ -37,16 +38,19 @@ __all__ = [
     "ConfigIssue",
     "ControllerConfig",
     "MetricsConfig",
+    "OvsdbConfig",
     "PrimacyConfig",
     "ProxyConfig",
     "TimeWindow",
     "TlsConfig",
+    "VmRule",
     "load_config",
     "parse_config",
 ]
 
 PROTOCOLS = ("OpenFlow10", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 MISS_FALLBACKS = ("drop", "flood", "normal")
+PRIORITY_BAND_MODES = ("auto", "off")  # see bands.py
 DEFAULT_LISTEN = ("ptcp:6653:127.0.0.1",)
 DEFAULT_STATE_DIR = "/var/lib/ovs-sriov-proxy"
 DEFAULT_CONTROL_SOCKET = "/run/ovs-sriov-proxy/ovs-sriov-proxy.ctl"
@@ -108,6 +112,11 @@ class PrimacyConfig:
     """The scope as the operator wrote it, for messages."""
 
 
+RETAIN_KEEP = "keep"
+RETAIN_DROP = "drop"
+Retain = float | str  # RETAIN_KEEP, RETAIN_DROP, or seconds
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
     """One upstream OpenFlow controller."""
@@ -122,6 +131,25 @@ class ControllerConfig:
     """Conditions under which this controller wins regardless of priority."""
     tls: TlsConfig | None = None
     """Key material; present exactly when the target is ssl:."""
+    retain: Retain = RETAIN_KEEP
+    """What happens to the rules learned from this controller while it is unreachable: "keep"
+    (they answer until their own hard timeouts), "drop" (removed as soon as the link to it is
+    lost), or a number of seconds they are kept after the link was lost."""
+    protocols: tuple[str, ...] = PROTOCOLS
+    """OpenFlow versions offered to this controller, by OVS name. The proxy offers those that
+    it can translate to and from the bridge's version (1.0 <-> 1.3) or that equal it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackupConfig:
+    """The [backup] table: the persistent rules backup (rules/backup.py)."""
+
+    enabled: bool = True
+    """Whether rules are backed up and restored at start."""
+    path: Path | None = None
+    """The SQLite file; None means rules.db in [proxy] state_dir."""
+    flush_interval_ms: int = 50
+    """Milliseconds between the backup's commits (changes are batched in between)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +177,49 @@ class ProxyConfig:
     control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
     """Unix socket for `ovs-appctl -t` and the CLI; relative paths resolve against the file;
     None (written "") means no control socket."""
+    priority_bands: str = "auto"
+    """How controllers share a bridge's flow priorities: "auto" gives each controller its own
+    band, stacked by primacy (one controller: the whole range); "off" leaves them as sent."""
+
+
+FAIL_MODES = ("secure", "standalone")
+DEFAULT_OVSDB_REMOTE = "unix:/var/run/openvswitch/db.sock"
+VM_ORIGIN = "vm"  # origin of the rules made from VM-scoped [[rules]] (ovsdb/vmrules.py)
+# [[rules]] keys that tie a rule to a VM's interface, and the Interface external_ids they name.
+VM_SCOPE_KEYS = {"iface_id": "iface-id", "vm": "vm-uuid", "mac": "attached-mac"}
+
+
+@dataclass(frozen=True, slots=True)
+class OvsdbConfig:
+    """The [ovsdb] table: the OVSDB the proxy manages its bridges through (absent: none)."""
+
+    remote: str = DEFAULT_OVSDB_REMOTE
+    """OVSDB remote: unix:PATH, tcp:IP:PORT or ssl:IP:PORT (comma-separated for several)."""
+    bridges: tuple[str, ...] = ()
+    """Bridges attached at start (their controller set to the proxy)."""
+    fail_mode: str = "secure"
+    """fail_mode set on attached bridges: secure or standalone."""
+    inactivity_probe: float = 5.0
+    """Seconds, the attached bridges' controller inactivity probe (0: none, else at least 5)."""
+    max_backoff: float = 8.0
+    """Seconds, the longest an attached bridge waits between connection attempts (at least 1)."""
+    vswitchd_ctl: str | None = "ovs-vswitchd"
+    """ovs-appctl target of ovs-vswitchd, to count offloaded flows; None: do not count."""
+    tls: TlsConfig | None = None
+    """Key material for an ssl: remote."""
+
+
+@dataclass(frozen=True, slots=True)
+class VmRule:
+    """A [[rules]] entry tied to a VM: active on a bridge only while an interface whose
+    external_ids[key] is value exists there, with in_port set to that interface's ofport."""
+
+    rule: FlowRule
+    """The rule as written (origin "vm"; no in_port: the interface supplies it)."""
+    key: str
+    """The Interface external_ids key: iface-id, vm-uuid or attached-mac."""
+    value: str
+    """The value it must have (a MAC in lower case)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +249,16 @@ class Config:
     """The file this was read from ("<string>" for text given directly)."""
     metrics: MetricsConfig | None = None
     """The [metrics] table; None (no table) means no Prometheus exporter."""
+    backup: BackupConfig = BackupConfig()
+    """The [backup] table (defaults when absent: enabled, in state_dir)."""
+    ovsdb: OvsdbConfig | None = None
+    """The [ovsdb] table; None (no table) means the proxy does not touch OVSDB."""
+    vm_rules: tuple[VmRule, ...] = ()
+    """[[rules]] with iface_id, vm or mac, in file order (not in `rules`: OVSDB activates them)."""
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup.path or self.proxy.state_dir / "rules.db"
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,7 +620,7 @@ def _primacy(check: _Checker, data: dict[str, Any], path: KeyPath) -> PrimacyCon
 
 _PROXY_KEYS = (
     "listen", "state_dir", "protocols", "miss_fallback", "echo_interval", "dead_interval",
-    "hello_timeout", "miss_timeout_ms", "tls", "control_socket",
+    "hello_timeout", "miss_timeout_ms", "tls", "control_socket", "priority_bands",
 )
 
 
@@ -614,6 +695,15 @@ def _proxy(check: _Checker, data: dict[str, Any]) -> ProxyConfig:
     if value is not _MISSING:
         control_socket = _control_socket(check, value, path + ("control_socket",))
 
+    priority_bands = defaults.priority_bands
+    value = check.get(data, path, "priority_bands", str, "a string")
+    if value is not _MISSING:
+        if value in PRIORITY_BAND_MODES:
+            priority_bands = value
+        else:
+            check.error(path + ("priority_bands",),
+                        f"must be one of {', '.join(PRIORITY_BAND_MODES)}, got {value!r}")
+
     return ProxyConfig(
         listen=tuple(listen),
         state_dir=state_dir,
@@ -625,6 +715,7 @@ def _proxy(check: _Checker, data: dict[str, Any]) -> ProxyConfig:
         miss_timeout_ms=miss_timeout_ms,
         tls=tls,
         control_socket=control_socket,
+        priority_bands=priority_bands,
     )
 
 
@@ -647,24 +738,58 @@ def _control_socket(check: _Checker, value: str, path: KeyPath) -> Path | None:
 _BRIDGE_RE = re.compile(r"[^\s/]+")
 
 
-def _rules(check: _Checker, data: dict[str, Any]) -> tuple[FlowRule, ...]:
+def _rules(check: _Checker, data: dict[str, Any],
+           vm_rules: list[VmRule] | None = None) -> tuple[FlowRule, ...]:
+    """The plain [[rules]]; those tied to a VM (iface_id, vm, mac) go to `vm_rules`."""
     rules = []
     for path, entry in check.tables(data, "rules"):
-        check.table(entry, path, ("flow", "bridge"))
+        check.table(entry, path, ("flow", "bridge", *VM_SCOPE_KEYS))
         bridge = check.get(entry, path, "bridge", str, "a bridge name")
         if bridge is not _MISSING and not _BRIDGE_RE.fullmatch(bridge):
             check.error(path + ("bridge",), f"{bridge!r} is not a bridge name")
             bridge = _MISSING
+        scope = _vm_scope(check, entry, path)
         flow = check.get(entry, path, "flow", str, "an ovs-ofctl flow string", required=True)
         if flow is _MISSING:
             continue
         try:
-            rule = parse_flow(flow, bridge=None if bridge is _MISSING else bridge, origin="config")
+            rule = parse_flow(flow, bridge=None if bridge is _MISSING else bridge,
+                              origin="config" if scope is None else VM_ORIGIN)
         except FlowSyntaxError as exc:
             check.error(path + ("flow",), str(exc))
             continue
-        rules.append(rule)
+        if scope is None:
+            rules.append(rule)
+        elif rule.match.field_mask("in_port"):
+            check.error(path + ("flow",), f"a rule with {scope[0]} gets in_port from the VM's "
+                        "interface; remove in_port from the flow")
+        elif vm_rules is not None:
+            vm_rules.append(VmRule(rule, VM_SCOPE_KEYS[scope[0]], scope[1]))
     return tuple(rules)
+
+
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+def _vm_scope(check: _Checker, entry: dict[str, Any], path: KeyPath) -> tuple[str, str] | None:
+    """(config key, value) of the one VM key of a [[rules]] entry, if it has one."""
+    given = [key for key in VM_SCOPE_KEYS if key in entry]
+    if len(given) > 1:
+        check.error(path + (given[1],), f"give only one of {', '.join(VM_SCOPE_KEYS)}")
+    for key in given[:1]:
+        value = check.get(entry, path, key, str, "a string")
+        if value is _MISSING:
+            return None
+        if not value:
+            check.error(path + (key,), "must not be empty")
+            return None
+        if key == "mac":
+            if not _MAC_RE.fullmatch(value):
+                check.error(path + (key,), f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+                return None
+            value = value.lower()
+        return key, value
+    return None
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -674,13 +799,17 @@ def _controllers(check: _Checker, data: dict[str, Any]) -> tuple[ControllerConfi
     controllers = []
     names: set[str] = set()
     for path, entry in check.tables(data, "controllers"):
-        check.table(entry, path, ("name", "target", "priority", "primacy", "tls"))
+        check.table(entry, path, ("name", "target", "priority", "primacy", "tls", "retain",
+                                  "protocols"))
         ok = True
         name = check.get(entry, path, "name", str, "a string", required=True)
         if name is _MISSING:
             ok = False
         elif not _NAME_RE.fullmatch(name):
             check.error(path + ("name",), f"{name!r} is not a name (use letters, digits, '_', '.', '-')")
+            ok = False
+        elif name in LOCAL_ORIGINS:
+            check.error(path + ("name",), f"{name!r} is reserved (it names rules the operator made)")
             ok = False
         elif name in names:
             check.error(path + ("name",), f"duplicate controller name {name!r}")
@@ -716,9 +845,142 @@ def _controllers(check: _Checker, data: dict[str, Any]) -> tuple[ControllerConfi
         elif target is not None and target.uses_tls:
             check.error(path, "an ssl: target needs [controllers.tls] (private_key, certificate, ca_cert)")
 
+        retain = _retain(check, entry, path)
+        protocols = _protocol_list(check, entry, path)
+
         if ok and target is not None:
-            controllers.append(ControllerConfig(name, target, priority, primacy, tls))
+            controllers.append(ControllerConfig(name, target, priority, primacy, tls, retain,
+                                                protocols or PROTOCOLS))
     return tuple(controllers)
+
+
+def _protocol_list(check: _Checker, entry: dict[str, Any], path: KeyPath) -> tuple[str, ...]:
+    """A `protocols` list: known OVS version names, no duplicates (empty when absent)."""
+    protocols: list[str] = []
+    for index, name in check.strings(entry, path, "protocols") or []:
+        if name not in PROTOCOLS:
+            check.error(path + ("protocols", index),
+                        f"unknown protocol {name!r} (allowed: {', '.join(PROTOCOLS)})")
+        elif name in protocols:
+            check.error(path + ("protocols", index), f"duplicate protocol {name!r}")
+        else:
+            protocols.append(name)
+    return tuple(protocols)
+
+
+def _retain(check: _Checker, entry: dict[str, Any], path: KeyPath) -> Retain:
+    value = check.get(entry, path, "retain", (str, int, float),
+                      f'"{RETAIN_KEEP}", "{RETAIN_DROP}" or a number of seconds')
+    if value is _MISSING:
+        return RETAIN_KEEP
+    if isinstance(value, str):
+        if value not in (RETAIN_KEEP, RETAIN_DROP):
+            check.error(path + ("retain",),
+                        f'expected "{RETAIN_KEEP}", "{RETAIN_DROP}" or a number of seconds, got {value!r}')
+            return RETAIN_KEEP
+        return value
+    if not math.isfinite(value) or value <= 0:
+        check.error(path + ("retain",), f"must be a number of seconds greater than 0, got {value}")
+        return RETAIN_KEEP
+    return float(value)
+
+
+def _backup(check: _Checker, data: dict[str, Any]) -> BackupConfig:
+    path: KeyPath = ("backup",)
+    check.table(data, path, ("enabled", "path", "flush_interval_ms"))
+    defaults = BackupConfig()
+    enabled = check.get(data, path, "enabled", bool, "true or false")
+    file_path = None
+    value = check.get(data, path, "path", str, "a file path")
+    if value is not _MISSING:
+        if value:
+            file_path = (check.base_dir / value).absolute()
+        else:
+            check.error(path + ("path",), "must not be empty")
+    interval = check.get(data, path, "flush_interval_ms", int, "an integer")
+    if interval is _MISSING:
+        interval = defaults.flush_interval_ms
+    elif not 1 <= interval <= 60_000:
+        check.error(path + ("flush_interval_ms",), f"must be in 1..60000, got {interval}")
+        interval = defaults.flush_interval_ms
+    return BackupConfig(defaults.enabled if enabled is _MISSING else enabled, file_path, interval)
+
+
+_OVSDB_KEYS = ("remote", "bridges", "fail_mode", "inactivity_probe", "max_backoff", "vswitchd_ctl",
+               "tls")
+
+
+def _ovsdb(check: _Checker, data: dict[str, Any]) -> OvsdbConfig:
+    path: KeyPath = ("ovsdb",)
+    check.table(data, path, _OVSDB_KEYS)
+    defaults = OvsdbConfig()
+    remote = defaults.remote
+    value = check.get(data, path, "remote", str, "an OVSDB remote (unix:PATH, tcp:IP:PORT, ssl:IP:PORT)")
+    if value is not _MISSING:
+        remote = _ovsdb_remote(check, value, path + ("remote",)) or remote
+    bridges: list[str] = []
+    value = check.get(data, path, "bridges", list, "an array of bridge names")
+    for index, name in enumerate(value if value is not _MISSING else []):
+        if not isinstance(name, str) or not _BRIDGE_RE.fullmatch(name):
+            check.error(path + ("bridges", index), f"{name!r} is not a bridge name")
+        elif name in bridges:
+            check.error(path + ("bridges", index), f"duplicate bridge {name!r}")
+        else:
+            bridges.append(name)
+    fail_mode = defaults.fail_mode
+    value = check.get(data, path, "fail_mode", str, "a string")
+    if value is not _MISSING:
+        if value in FAIL_MODES:
+            fail_mode = value
+        else:
+            check.error(path + ("fail_mode",), f"must be one of {', '.join(FAIL_MODES)}, got {value!r}")
+    probe = check.number(data, path, "inactivity_probe", defaults.inactivity_probe, above=-1.0)
+    if probe < 0 or 0 < probe < 5:
+        check.error(path + ("inactivity_probe",), f"must be 0 (no probe) or at least 5 seconds, got {probe:g}")
+        probe = defaults.inactivity_probe
+    backoff = check.number(data, path, "max_backoff", defaults.max_backoff)
+    if backoff < 1:
+        check.error(path + ("max_backoff",), f"must be at least 1 second, got {backoff:g}")
+        backoff = defaults.max_backoff
+    vswitchd_ctl: str | None = defaults.vswitchd_ctl
+    value = check.get(data, path, "vswitchd_ctl", str, 'an ovs-appctl target ("" for none)')
+    if value is not _MISSING:
+        vswitchd_ctl = value or None
+    tls = None
+    value = check.get(data, path, "tls", dict, "a table ([ovsdb.tls])")
+    uses_ssl = any(part.strip().startswith("ssl:") for part in remote.split(","))
+    if value is not _MISSING:
+        tls = _tls(check, value, path + ("tls",))
+        if not uses_ssl:
+            check.error(path + ("tls",), "only ssl: remotes use tls")
+    elif uses_ssl:
+        check.error(path, "an ssl: remote needs [ovsdb.tls] (private_key, certificate, ca_cert)")
+    return OvsdbConfig(remote, tuple(bridges), fail_mode, probe, backoff, vswitchd_ctl, tls)
+
+
+def _ovsdb_remote(check: _Checker, text: str, path: KeyPath) -> str | None:
+    """The remote with relative unix: paths resolved; None (reported) if it is not one."""
+    parts = []
+    for part in (p.strip() for p in text.split(",")):
+        method, _, rest = part.partition(":")
+        try:
+            if method == "unix":
+                if not rest:
+                    raise TargetError("empty socket path")
+                parts.append(f"unix:{(check.base_dir / rest).absolute()}")
+                continue
+            if method in ("tcp", "ssl"):
+                if "[" not in rest and rest.count(":") != 1:  # OVSDB has no default port here
+                    raise TargetError("missing port")
+                parse_active(part)
+                parts.append(part)
+                continue
+            raise TargetError(f"unknown method {method!r}")
+        except TargetError as exc:
+            check.error(path, f"{part!r} is not an OVSDB remote (unix:PATH, tcp:IP:PORT or "
+                              f"ssl:IP:PORT): {exc}")
+            return None
+    return ",".join(parts)
 
 
 _METRICS_LISTEN_FORMS = "HOST:PORT with HOST an IP address, IPv6 in brackets ([::1]:9410)"
@@ -780,21 +1042,33 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(source, text, exc)]) from None
     check = _Checker(source, _Locator(text), Path(path).parent)
-    check.table(data, (), ("proxy", "rules", "controllers", "metrics"))
+    check.table(data, (), ("proxy", "rules", "controllers", "metrics", "backup", "ovsdb"))
     proxy_table = check.get(data, (), "proxy", dict, "a table ([proxy])")
     proxy = _proxy(check, {} if proxy_table is _MISSING else proxy_table)
-    rules = _rules(check, data)
+    vm_rules: list[VmRule] = []
+    rules = _rules(check, data, vm_rules)
     controllers = _controllers(check, data)
     metrics = None
     metrics_table = check.get(data, (), "metrics", dict, "a table ([metrics])")
     if metrics_table is not _MISSING:
         metrics = _metrics(check, metrics_table)
+    backup = BackupConfig()
+    backup_table = check.get(data, (), "backup", dict, "a table ([backup])")
+    if backup_table is not _MISSING:
+        backup = _backup(check, backup_table)
+    ovsdb = None
+    ovsdb_table = check.get(data, (), "ovsdb", dict, "a table ([ovsdb])")
+    if ovsdb_table is not _MISSING:
+        ovsdb = _ovsdb(check, ovsdb_table)
+        if proxy.listen and proxy.listen[0].port == 0:
+            check.error(("proxy", "listen", 0), "[ovsdb] points bridges at the first listen "
+                        "target, so it needs a fixed port, not 0")
     if check.issues:
         # File order, issues without a known line last.
         ordered = sorted(check.issues, key=lambda issue: issue.line or math.inf)
         raise ConfigError(ordered)
     return Config(proxy=proxy, rules=rules, controllers=controllers, source_path=Path(path),
-                  metrics=metrics)
+                  metrics=metrics, backup=backup, ovsdb=ovsdb, vm_rules=tuple(vm_rules))
 
 
 def load_config(path: str | Path) -> Config:

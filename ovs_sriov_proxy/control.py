@@ -46,16 +46,20 @@ from typing import Any, Protocol
 
 from . import __version__
 from .openflow.framing import VERSION_NAMES
+from .ovsdb.report import format_ovsdb, format_status
 from .rules.flowparse import FlowSyntaxError, format_flow, parse_flow
 from .rules.model import FlowRule
+from .rules.records import RecordError, RuleRecord, from_json_line, to_json_line
 
 log = logging.getLogger(__name__)
 
 PROGRAM = "ovs-sriov-proxy"
 JSON_FLAG = "--json"
 CLI_ORIGIN = "cli"
-MAX_MESSAGE_SIZE = 1 << 20  # a request is a flow or two; anything this large is not a request
+MAX_MESSAGE_SIZE = 1 << 22  # a request is a flow or two, or an import chunk (IMPORT_CHUNK lines)
 SOCKET_MODE = 0o600  # the socket changes forwarding: its owner (root) only, as OVS's are
+EXPORT_PAGE = 5000  # rules per proxy/export reply: about 1 MB
+IMPORT_CHUNK = 5000  # JSON lines per proxy/import request the CLI sends
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
 _WHITESPACE = frozenset(b" \t\r\n")
 _BRIDGE_NAME_FORBIDDEN = frozenset(" \t\r\n/")
@@ -195,6 +199,26 @@ class ControlTarget(Protocol):
         """Raises KeyError for an unknown id."""
         ...
 
+    def records(self) -> list[RuleRecord]: ...
+
+    def is_backed_up(self, rule_id: int) -> bool | None:
+        """Whether the rules backup has committed the rule (None: no backup configured)."""
+        ...
+
+    def import_records(self, records: list[RuleRecord]) -> tuple[int, int]:
+        """Add rules under new ids; returns (added, skipped as present or expired)."""
+        ...
+
+    def attach(self, bridge: str) -> str:
+        """Attach a bridge through OVSDB; its status. LookupError: no [ovsdb] configured."""
+        ...
+
+    def detach(self, bridge: str) -> str | None:
+        """Detach a bridge; its status, None if it was not attached. LookupError as attach."""
+        ...
+
+    def controllers(self) -> dict[str, Any]: ...
+
     def stop(self) -> None: ...
 
 
@@ -220,7 +244,7 @@ class Command:
 
 
 def rule_row(rule_id: int, rule: FlowRule) -> dict[str, Any]:
-    """One rule as `proxy/rules --json` lists it."""
+    """One rule as `proxy/add-rule --json` and `proxy/del-rule --json` report it."""
     return {"id": rule_id, "origin": rule.origin, "bridge": rule.bridge, "flow": format_flow(rule)}
 
 
@@ -228,7 +252,13 @@ def show_document(snapshot: dict[str, Any]) -> dict[str, Any]:
     """`proxy/show --json`: the proxy's snapshot with the program version and protocol names."""
     bridges = [{**bridge, "protocol": VERSION_NAMES.get(bridge["version"], f"0x{bridge['version']:02x}")}
                for bridge in snapshot["bridges"]]
-    return {"program": PROGRAM, "version": __version__, "rules": snapshot["rules"], "bridges": bridges}
+    document = {"program": PROGRAM, "version": __version__, "rules": snapshot["rules"],
+                "bridges": bridges}
+    if "backup" in snapshot:
+        document["backup"] = snapshot["backup"]
+    if "ovsdb" in snapshot:
+        document["ovsdb"] = snapshot["ovsdb"]
+    return document
 
 
 def _plural(count: int, noun: str) -> str:
@@ -245,6 +275,29 @@ def format_show(document: dict[str, Any]) -> str:
                      f"{_plural(bridge['installed_flows'], 'installed flow')}")
         counters = bridge["counters"]
         lines.append("  " + (" ".join(f"{k}={v}" for k, v in counters.items()) or "no traffic yet"))
+    backup = document.get("backup")
+    if backup is not None:
+        state = f", failing: {backup['last_error']}" if backup["last_error"] else ""
+        lines.append(f"rules backup {backup['path']}: {backup['pending']} changes pending{state}")
+    if document.get("ovsdb") is not None:
+        lines += format_ovsdb(document["ovsdb"])
+    return "\n".join(lines) + "\n"
+
+
+def format_controllers(document: dict[str, Any]) -> str:
+    """`proxy/controllers` for people: each controller, then its link from every bridge."""
+    controllers = document["controllers"]
+    if not controllers:
+        return "no controllers configured\n"
+    lines = []
+    for controller in controllers:
+        lines.append(f"{controller['name']}: {controller['target']}, priority {controller['priority']}")
+        for link in controller["links"]:
+            version = VERSION_NAMES.get(link["version"], f"0x{link['version']:02x}")
+            lines.append(f"  {link['bridge']} (dpid {link['datapath_id']}, {version}): "
+                         f"{link['state']}, {_plural(link['connects'], 'connection')}")
+        if not controller["links"]:
+            lines.append("  no bridge connected")
     return "\n".join(lines) + "\n"
 
 
@@ -261,6 +314,12 @@ def format_rules(rows: list[dict[str, Any]]) -> str:
 def _format_row(verb: str, row: dict[str, Any]) -> str:
     scope = f" on bridge {row['bridge']}" if row["bridge"] else ""
     return f"rule {row['id']} {verb}{scope}: {row['flow']}\n"
+
+
+def _bridge_name(text: str) -> str:
+    if not text or _BRIDGE_NAME_FORBIDDEN.intersection(text):
+        raise UsageError(f"{text!r} is not a bridge name")
+    return text
 
 
 def _dump(document: object) -> str:
@@ -281,6 +340,11 @@ class Dispatcher:
             Command("proxy/rules", "", 0, 0, self._rules),
             Command("proxy/add-rule", "FLOW [BRIDGE]", 1, 2, self._add_rule),
             Command("proxy/del-rule", "ID", 1, 1, self._del_rule),
+            Command("proxy/export", "[AFTER-ID]", 0, 1, self._export, takes_json=False),
+            Command("proxy/import", "JSON-LINES", 1, 1, self._import),
+            Command("proxy/attach", "BRIDGE", 1, 1, self._attach),
+            Command("proxy/detach", "BRIDGE", 1, 1, self._detach),
+            Command("proxy/controllers", "", 0, 0, self._controllers),
         ]
         self.commands = {command.name: command for command in commands}
 
@@ -335,8 +399,10 @@ class Dispatcher:
         return Reply(True, _dump(document) if wants_json else format_show(document))
 
     def _rules(self, args: list[str], wants_json: bool) -> Reply:
-        rows = [rule_row(rule_id, rule) for rule_id, rule in sorted(self.target.rules(),
-                                                                    key=lambda item: item[0])]
+        is_backed_up = self.target.is_backed_up
+        # "backed_up": whether the rules backup has committed the rule (null: no backup).
+        rows = [{**rule_row(rule_id, rule), "backed_up": is_backed_up(rule_id)}
+                for rule_id, rule in sorted(self.target.rules(), key=lambda item: item[0])]
         return Reply(True, _dump({"rules": rows}) if wants_json else format_rules(rows))
 
     def _add_rule(self, args: list[str], wants_json: bool) -> Reply:
@@ -352,6 +418,55 @@ class Dispatcher:
                 raise UsageError(f"rule {rule_id} (origin {existing.origin}) is the same rule")
         row = rule_row(self.target.add_rule(rule), rule)
         return Reply(True, _dump(row) if wants_json else _format_row("added", row))
+
+    def _export(self, args: list[str], wants_json: bool) -> Reply:
+        """Up to EXPORT_PAGE rules with ids above AFTER-ID, as JSON lines (pages keep replies
+        small; `rules export` asks for pages until one comes back short)."""
+        after = args[0] if args else "0"
+        if not after.isdigit():
+            raise UsageError(f"AFTER-ID must be a rule id or 0, got {after!r}")
+        records = sorted((r for r in self.target.records() if r.rule_id > int(after)),
+                         key=lambda record: record.rule_id)[:EXPORT_PAGE]
+        return Reply(True, "".join(to_json_line(record) + "\n" for record in records))
+
+    def _import(self, args: list[str], wants_json: bool) -> Reply:
+        records = []
+        for number, line in enumerate(args[0].splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(from_json_line(line))
+            except RecordError as exc:
+                raise UsageError(f"line {number}: {exc} (nothing imported)") from None
+        added, skipped = self.target.import_records(records)
+        if wants_json:
+            return Reply(True, _dump({"added": added, "skipped": skipped}))
+        return Reply(True, f"{_plural(added, 'rule')} imported, {skipped} skipped "
+                           "(already present or expired)\n")
+
+    def _attach(self, args: list[str], wants_json: bool) -> Reply:
+        bridge = _bridge_name(args[0])
+        try:
+            status = self.target.attach(bridge)
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+        document = {"bridge": bridge, "status": status}
+        return Reply(True, _dump(document) if wants_json else format_status(bridge, status))
+
+    def _detach(self, args: list[str], wants_json: bool) -> Reply:
+        bridge = _bridge_name(args[0])
+        try:
+            status = self.target.detach(bridge)
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+        if status is None:
+            raise UsageError(f"{bridge} is not attached (proxy/show lists the bridges)")
+        document = {"bridge": bridge, "status": status}
+        return Reply(True, _dump(document) if wants_json else format_status(bridge, status))
+
+    def _controllers(self, args: list[str], wants_json: bool) -> Reply:
+        document = self.target.controllers()
+        return Reply(True, _dump(document) if wants_json else format_controllers(document))
 
     def _del_rule(self, args: list[str], wants_json: bool) -> Reply:
         text = args[0]

@@ -6,16 +6,29 @@ timers to sessions that connect afterwards, listen targets, TLS and control_sock
 SIGTERM/SIGINT and the control socket's `exit` stop it. The control socket (control.py) runs its
 commands on this loop; rule changes made there take the same path as a reload's. So does the
 Prometheus exporter (metrics.py, when [metrics] is configured): it reads the proxy's counters at
-scrape time, on this loop.
+scrape time, on this loop. With [ovsdb], the OVSDB manager (ovsdb/manager.py) attaches bridges
+once the proxy listens; its IDL runs in a thread of its own and hands states to this loop, and
+the rule changes it makes (purges, VM rules) take the same path as the control socket's.
+
+The rules backup (rules/backup.py) is read before anything listens, so bridges that connect
+find every rule of the previous run under its old id (and the proxy recognises the flows that
+run left on them, see Proxy's reconcile). Expiry of rules with a lifetime (learned rules' hard
+timeouts, retain policies) is the daemon's: a once-a-tick sweep of the store, in wall-clock
+time because expiries are stored and outlive the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import logging
 import signal
 import ssl
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config, ConfigError, TlsConfig, load_config
 from .control import ControlServer, Dispatcher
@@ -23,12 +36,21 @@ from .metrics import MetricsServer, metrics_registry
 from .northbound import Northbound
 from .openflow.framing import VERSIONS_BY_NAME
 from .proxy import Proxy
+from .rules.backup import RuleBackup, SqliteBackup
 from .rules.model import FlowRule
+from .rules.records import RuleRecord
 from .rules.store import RuleChange, RuleStore
+from .sessions.controller import State as ControllerState
 from .sessions.keepalive import SessionTiming
 from .sessions.transport import SwitchServer
 
+if TYPE_CHECKING:
+    from .ovsdb.manager import OvsdbManager
+
 log = logging.getLogger(__name__)
+
+EXPIRY_TICK = 0.25  # seconds between sweeps for expired rules (timeouts are whole seconds)
+BACKUP_CLOSE_TIMEOUT = 10.0
 
 
 def server_tls_context(tls: TlsConfig) -> ssl.SSLContext:
@@ -45,6 +67,11 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = RuleStore()
+        self.backup: RuleBackup | None = None
+        if config.backup.enabled:
+            self.backup = SqliteBackup(config.backup_path,
+                                       flush_interval=config.backup.flush_interval_ms / 1000)
+            self._restore(self.backup)
         self.store.replace_origin("config", config.rules)
         self.proxy = Proxy(self.store, miss_fallback=config.proxy.miss_fallback)
         settings = config.proxy
@@ -56,16 +83,59 @@ class Daemon:
                         if settings.control_socket else None)
         self.northbound = (Northbound(self.proxy, config.controllers,
                                       miss_timeout=settings.miss_timeout_ms / 1000,
-                                      timing=_timing(config), flush_bridges=self.server.flush_all)
+                                      timing=_timing(config), flush_bridges=self.server.flush_all,
+                                      priority_bands=settings.priority_bands)
                            if config.controllers else None)
         if self.northbound is not None:
             self.server.after_read = self.northbound.flush_links
+        self.ovsdb: OvsdbManager | None = None
+        if config.ovsdb is not None:
+            from .ovsdb.manager import OvsdbManager  # ovsdbapp only when [ovsdb] is configured
+
+            self.ovsdb = OvsdbManager(config.ovsdb, config.proxy, config.vm_rules, self)
         metrics = config.metrics
         self.metrics = (MetricsServer(metrics.host, metrics.port,
-                                      metrics_registry(self.proxy, self.northbound))
+                                      metrics_registry(self.proxy, self.northbound, self.ovsdb,
+                                                       self.backup))
                         if metrics is not None else None)
         self._stopping = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
+
+    def _restore(self, backup: RuleBackup) -> None:
+        path = self.config.backup_path
+        # A million restored rules are millions of objects: the cyclic GC would scan them over
+        # and over while they are built (it tripled the time), and later in every full
+        # collection on the miss path. None of them is garbage, so: off, then frozen.
+        gc.disable()
+        try:
+            result = backup.load()  # BackupError: unusable (e.g. a newer schema); cli says so
+            self.store.restore_many(result.records)
+        finally:
+            gc.enable()
+            gc.freeze()
+        if result.problem is not None:
+            log.error("rules backup %s was unreadable (%s); the file is kept as %s; %d rules "
+                      "recovered from it%s, starting with those and the configured rules",
+                      path, result.problem, result.set_aside, len(result.records),
+                      f", {result.unreadable_rows} rows were damaged" if result.unreadable_rows
+                      else "")
+        elif result.unreadable_rows:
+            log.error("rules backup %s: %d rules could not be read back and were skipped "
+                      "(the rows stay in the file)", path, result.unreadable_rows)
+        self.store.listener = backup  # from here on every change is backed up
+        expired = self.store.expire(time.time())
+        log.info("rules backup %s: %d rules restored (%d had expired while the proxy was down)",
+                 path, len(result.records) - len(expired.removed), len(expired.removed))
+
+    async def _expire_rules(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_TICK)
+            next_expiry = self.store.next_expiry()
+            if next_expiry is not None and next_expiry <= time.time():
+                change = self.store.expire(time.time())
+                if change.removed:
+                    log.debug("%d rules expired", len(change.removed))
+                    self._apply(change)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,13 +158,21 @@ class Daemon:
             if self.control is not None:
                 await self.control.stop()
             raise
+        if self.backup is not None:
+            self.backup.start()
         northbound_task = (loop.create_task(self.northbound.run(), name="northbound")
                            if self.northbound is not None else None)
+        expiry_task = loop.create_task(self._expire_rules(), name="rule-expiry")
+        if self.ovsdb is not None:
+            await self.ovsdb.start()  # bridges are attached once the proxy listens
         log.info("ready: %d rules, %d controllers, listening on %s", len(self.store),
                  len(self.config.controllers), ", ".join(str(t) for t in self.config.proxy.listen))
         try:
             await self._stopping.wait()
         finally:
+            expiry_task.cancel()
+            if self.ovsdb is not None:
+                await self.ovsdb.stop()  # attached bridges stay attached (fail_mode keeps flows)
             if northbound_task is not None and self.northbound is not None:
                 northbound_task.cancel()
                 await self.northbound.stop()
@@ -105,6 +183,8 @@ class Daemon:
             if self.metrics is not None:
                 await self.metrics.stop()
             await self.server.stop()
+            if self.backup is not None:
+                await asyncio.to_thread(self.backup.close, BACKUP_CLOSE_TIMEOUT)
             log.info("stopped")
 
     def stop(self) -> None:
@@ -131,8 +211,16 @@ class Daemon:
             log.warning("listen targets, TLS settings and control_socket take effect on restart only")
         if new.metrics != self.config.metrics:
             log.warning("[metrics] changes take effect on restart only")
-        if new.controllers != self.config.controllers or new.proxy.miss_timeout_ms != old.miss_timeout_ms:
-            log.warning("[[controllers]] and miss_timeout_ms take effect on restart only")
+        if new.backup_path != self.config.backup_path or new.backup != self.config.backup:
+            log.warning("[backup] changes take effect on restart only")
+        if new.ovsdb != self.config.ovsdb:
+            log.warning("[ovsdb] changes take effect on restart only (attach and detach work at "
+                        "run time)")
+        if self.ovsdb is not None:
+            self.ovsdb.reload(new.vm_rules)
+        if (new.controllers != self.config.controllers or new.proxy.miss_timeout_ms != old.miss_timeout_ms
+                or new.proxy.priority_bands != old.priority_bands):
+            log.warning("[[controllers]], miss_timeout_ms and priority_bands take effect on restart only")
         self.server.versions = _versions(new)
         self.server.timing = _timing(new)  # both for sessions that connect from now on
         change = self.store.replace_origin("config", new.rules)
@@ -149,10 +237,69 @@ class Daemon:
     # ---- what the control socket acts on (control.ControlTarget), on the loop thread
 
     def snapshot(self) -> dict[str, object]:
-        return self.proxy.snapshot()
+        snapshot = self.proxy.snapshot()
+        backup = self.backup
+        if backup is not None:
+            snapshot["backup"] = {"path": str(self.config.backup_path), "pending": backup.pending(),
+                                  "failures": backup.failures, "last_error": backup.last_error}
+        if self.ovsdb is not None:
+            snapshot["ovsdb"] = self.ovsdb.report()
+        return snapshot
 
     def rules(self) -> list[tuple[int, FlowRule]]:
         return list(self.store.items())
+
+    def replace_rules(self, origin: str, rules: Iterable[FlowRule]) -> RuleChange:
+        """Make one origin's rules exactly `rules` (the VM-scoped rules, from OVSDB)."""
+        change = self.store.replace_origin(origin, rules)
+        if change.added or change.removed:
+            self._apply(change)
+        return change
+
+    def attach(self, bridge: str) -> str:
+        """Attach a bridge through OVSDB; its status ("attached", "attaching", "waiting")."""
+        if self.ovsdb is None:
+            raise LookupError("no [ovsdb] table in the config: the proxy does not manage bridges")
+        return self.ovsdb.attach(bridge)
+
+    def detach(self, bridge: str) -> str | None:
+        """Detach a bridge, restoring its settings; None if it was not attached."""
+        if self.ovsdb is None:
+            raise LookupError("no [ovsdb] table in the config: the proxy does not manage bridges")
+        return self.ovsdb.detach(bridge)
+
+    def controllers(self) -> dict[str, object]:
+        """The upstream controllers and, per bridge, the state of the link to each."""
+        return _controller_links(self.config, self.northbound)
+
+    def records(self) -> list[RuleRecord]:
+        return [RuleRecord(rule_id, rule, self.store.meta(rule_id))
+                for rule_id, rule in self.store.items()]
+
+    def is_backed_up(self, rule_id: int) -> bool | None:
+        """Whether the backup has committed the rule's current state (None: no backup)."""
+        return None if self.backup is None else self.backup.is_acknowledged(rule_id)
+
+    def import_records(self, records: list[RuleRecord]) -> tuple[int, int]:
+        """Add imported rules under new ids; (added, already present). Expired ones are skipped."""
+        now = time.time()
+        added: list[tuple[int, FlowRule]] = []
+        present = 0
+        for record in records:
+            rule = record.rule
+            if rule.origin == "config":  # this host's config file owns origin "config"
+                rule = dataclasses.replace(rule, origin="import")
+            expires_at = record.meta.expires_at
+            if self.store.find(rule) is not None or self.store.find(record.rule) is not None or (
+                    expires_at is not None and expires_at <= now):
+                present += 1
+                continue
+            rule_id = self.store.add(rule, now=record.meta.inserted_at, expires_at=expires_at)
+            added.append((rule_id, rule))
+        if added:
+            self._apply(RuleChange(added=tuple(added), removed=()))
+            log.info("imported %d rules (%d skipped: present or expired)", len(added), present)
+        return len(added), present
 
     def add_rule(self, rule: FlowRule) -> int:
         rule_id = self.store.add(rule)
@@ -166,6 +313,32 @@ class Daemon:
         self._apply(RuleChange(added=(), removed=((rule_id, rule),)))
         log.info("rule %d deleted (origin %s): %s", rule_id, rule.origin, rule.text)
         return rule
+
+
+def _controller_links(config: Config, northbound: Northbound | None) -> dict[str, object]:
+    """proxy/controllers: each configured controller with its link from every connected bridge.
+
+    A link is "connected" past the OpenFlow handshake, "handshake" while it is under way, and
+    "connecting" while the link waits to connect again (the controller is away).
+    """
+    bridges = {} if northbound is None else {b.session: b for b in northbound.proxy.bridges.values()}
+    controllers = []
+    for controller in config.controllers:
+        links = []
+        for session, by_name in (northbound.links.items() if northbound is not None else ()):
+            bridge, link = bridges.get(session), by_name.get(controller.name)
+            if bridge is None or link is None:
+                continue
+            upstream = link.session
+            state = ("connecting" if upstream is None or upstream.state is ControllerState.CLOSED
+                     else "connected" if upstream.state is ControllerState.READY else "handshake")
+            links.append({"bridge": bridge.name, "datapath_id": f"{bridge.datapath_id:016x}",
+                          "state": state, "version": bridge.version,
+                          "connects": link.connects})
+        controllers.append({"name": controller.name, "target": str(controller.target),
+                            "priority": controller.priority,
+                            "links": sorted(links, key=lambda link: str(link["bridge"]))})
+    return {"controllers": controllers}
 
 
 def _versions(config: Config) -> frozenset[int]:

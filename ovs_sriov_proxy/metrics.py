@@ -38,7 +38,9 @@ from .sessions.controller import State
 
 if TYPE_CHECKING:
     from .northbound import Northbound
+    from .ovsdb.manager import OvsdbManager
     from .proxy import Bridge, Proxy
+    from .rules.backup import RuleBackup
 
 __all__ = ["PREFIX", "MetricsServer", "ProxyCollector", "metrics_registry", "respond"]
 
@@ -66,7 +68,10 @@ def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> Ga
 class ProxyCollector:
     """The proxy's state as Prometheus metric families; call `collect` on the loop thread only."""
 
-    def __init__(self, proxy: Proxy, northbound: Northbound | None = None) -> None:
+    def __init__(self, proxy: Proxy, northbound: Northbound | None = None,
+                 ovsdb: OvsdbManager | None = None, backup: RuleBackup | None = None) -> None:
+        self.ovsdb = ovsdb
+        self.backup = backup
         self.proxy = proxy
         self.northbound = northbound
 
@@ -132,6 +137,43 @@ class ProxyCollector:
         if northbound is not None:
             yield from _controller_links(northbound, controllers)
 
+        if self.ovsdb is not None:
+            yield from _ovsdb(self.ovsdb)
+
+        if self.backup is not None:
+            pending = _gauge("backup_pending_changes", "Rule changes not yet committed to the "
+                             "rules backup (acknowledged once committed).")
+            pending.add_metric([], self.backup.pending())
+            failures = _counter("backup_commit_failures", "Commits of the rules backup that "
+                                "failed (the changes are kept and retried).", [])
+            failures.add_metric([], self.backup.failures)
+            yield from (pending, failures)
+
+
+def _ovsdb(manager: OvsdbManager) -> Iterator[Metric]:
+    """[ovsdb]: the connection, the attached bridges, hardware offload and offloaded flows."""
+    connected = _gauge("ovsdb_connected", "1 while the proxy holds a copy of OVSDB that is up "
+                       "to date (connected and monitoring), else 0.")
+    connected.add_metric([], int(manager.connected))
+    connects = _counter("ovsdb_connects", "Times the proxy got a whole copy of OVSDB "
+                        "(the first connection and every reconnection).", [])
+    connects.add_metric([], manager.connects)
+    attached = _gauge("bridge_attached", "1 while the bridge is in the proxy's settings "
+                      "(controller, fail_mode, protocols), 0 while it is being attached or "
+                      "waited for.", ["bridge"])
+    offload = _gauge("hw_offload", "1 when other_config:hw-offload is true for the bridge's "
+                     "Open vSwitch; tc_policy as set (empty if unset).", ["bridge", "tc_policy"])
+    offloaded = _gauge("offloaded_flows", "Datapath flows offloaded, by the bridge of their "
+                       "input port (ovs-appctl dpctl/dump-flows type=offloaded).", ["bridge"])
+    for bridge in manager.report()["bridges"]:
+        if bridge["status"] in ("attached", "attaching", "waiting"):
+            attached.add_metric([bridge["name"]], int(bridge["status"] == "attached"))
+        if bridge["present"] and bridge["hw_offload"] is not None:
+            offload.add_metric([bridge["name"], bridge["tc_policy"] or ""], int(bridge["hw_offload"]))
+        if bridge["offloaded_flows"] is not None:
+            offloaded.add_metric([bridge["name"]], bridge["offloaded_flows"])
+    yield from (connected, connects, attached, offload, offloaded)
+
 
 def _wins(bridge: Bridge, controllers: list[str]) -> dict[str, int]:
     """Wins by controller: every configured one (0 until it wins), and any other name counted."""
@@ -166,11 +208,13 @@ def _controller_links(northbound: Northbound, controllers: list[str]) -> Iterato
     yield from (connected, reconnects, pending)
 
 
-def metrics_registry(proxy: Proxy, northbound: Northbound | None = None) -> CollectorRegistry:
+def metrics_registry(proxy: Proxy, northbound: Northbound | None = None,
+                     ovsdb: OvsdbManager | None = None,
+                     backup: RuleBackup | None = None) -> CollectorRegistry:
     """A private registry (not prometheus_client's global one): the proxy's metrics and the
     process's own (CPU seconds, memory, open files)."""
     registry = CollectorRegistry()
-    registry.register(ProxyCollector(proxy, northbound))
+    registry.register(ProxyCollector(proxy, northbound, ovsdb, backup))
     ProcessCollector(registry=registry)
     return registry
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import heapq
 import logging
 import ssl
 import struct
@@ -35,18 +34,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from .arbiter import Arbiter
-from .config import ControllerConfig, TlsConfig
-from .openflow import codec, flows, switch_side
+from .bands import (
+    IDENTITY,
+    Band,
+    TableFloor,
+    assign_bands,
+    remap_flow_mod,
+    unmap_flow_removed,
+    unmap_flow_stats_entry,
+    view_flow_mod,
+)
+from .config import RETAIN_DROP, RETAIN_KEEP, ControllerConfig, TlsConfig
+from .openflow import codec, flows, switch_side, translate
 from .openflow.framing import (
     OFP10,
+    OFPBRC_BAD_LEN,
     OFPET_BAD_REQUEST,
     OFPT10_STATS_REPLY,
     OFPT13_MULTIPART_REPLY,
     OFPT_FLOW_MOD,
+    VERSION_NAMES,
+    VERSIONS_BY_NAME,
     Message,
+    RemoteProtocolError,
     error,
 )
-from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH
+from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn
 from .proxy import Bridge, Proxy
 from .resolver import MissResolver, Resolution, UnknownBuffer
 from .rules.model import OFPP_TABLE, FlowRule, Output
@@ -100,27 +113,43 @@ class Northbound:
                  miss_timeout: float, timing: SessionTiming,
                  flush_bridges: Callable[[], None] = lambda: None,
                  clock: Callable[[], datetime.time] = local_time_now,
-                 link_factory: LinkFactory = ControllerLink) -> None:
+                 link_factory: LinkFactory = ControllerLink,
+                 priority_bands: str = "auto") -> None:
         self.proxy = proxy
         self.controllers = list(controllers)
         self.tags = {c.name: CONTROLLER_COOKIE_TAG_BASE + i for i, c in enumerate(controllers)}
+        self._owner_of_tag = {tag: name for name, tag in self.tags.items()}
+        ranked = sorted(range(len(self.controllers)),
+                        key=lambda i: (-self.controllers[i].priority, i))  # by static primacy
+        self.bands = assign_bands([self.controllers[i].name for i in ranked], priority_bands)
+        self.floors: dict[Any, TableFloor] = {}  # by bridge session: who owns table 0's misses
+        self._uses_hours = any(c.primacy is not None and c.primacy.hours for c in controllers)
+        proxy.learned_origins = frozenset(self.tags)
         self.arbiter = Arbiter.from_config(controllers)
         self.resolver: MissResolver[BridgeMiss, Answer] = MissResolver(self.arbiter, miss_timeout)
         self.timing = timing
         self.flush_bridges = flush_bridges
         self.clock = clock
         self.link_factory = link_factory
+        self._retain = {c.name: c.retain for c in controllers}
+        self._revalidating: dict[int, int] = {}  # proxy buffer id -> the unconfirmed rule's id
+        self._connected_before: set[tuple[Any, str]] = set()  # (bridge session, controller)
+        # (bridge name, controller) -> the expiries of its rules before its retain clock started
+        self._retained: dict[tuple[str, str], dict[int, float | None]] = {}
         self._tls = {c.name: client_tls_context(c.tls) for c in controllers if c.tls is not None}
         self.links: dict[Any, dict[str, ControllerLink]] = {}  # by bridge session
         self._bridge_of: dict[ControllerLink, Bridge] = {}
         self._xids: dict[Any, OrderedDict[int, tuple[str, int]]] = {}
-        self._learned: dict[tuple[str | None, FlowRule], int] = {}
-        self._expiries: list[tuple[float, int]] = []  # (monotonic deadline, rule id)
         self._timer: asyncio.TimerHandle | None = None
         self._unflushed: set[ControllerLink] = set()
         self._release = {v: flows.PacketOutTemplate((Output(OFPP_TABLE),), v)
                          for v in (0x01, 0x04, 0x05, 0x06)}
         proxy.upstream = self
+
+    def _local_time(self) -> datetime.time:
+        """The local time, for primacy hours; without any `hours` it decides nothing, so the
+        clock is not read (twice per miss, it was a measurable share of the miss path)."""
+        return self.clock() if self._uses_hours else datetime.time()
 
     # ---- bridges come and go ----
 
@@ -130,17 +159,29 @@ class Northbound:
         view = DatapathView(ready.datapath_id, ready.n_tables, ready.n_buffers, 0, ports)
         links = self.links[bridge.session] = {}
         self._xids[bridge.session] = OrderedDict()
+        self.floors[bridge.session] = TableFloor()
         for controller in self.controllers:
-            link = self.link_factory(controller.name, controller.target,
-                                     frozenset({bridge.version}), view, self.timing,
-                                     self._on_link_events, tls=self._tls.get(controller.name))
+            versions = offered_versions(controller, bridge.version)
+            if not versions:
+                log.warning("%s: controller %s speaks none of the versions the proxy can offer "
+                            "for this %s bridge (its protocols: %s): not connected", bridge.label,
+                            controller.name, VERSION_NAMES.get(bridge.version, "?"),
+                            ", ".join(controller.protocols))
+                continue
+            # With a choice, the bridge's own version wins: nothing to translate.
+            prefer = bridge.version if len(versions) > 1 and bridge.version in versions else None
+            link = self.link_factory(controller.name, controller.target, versions, view,
+                                     self.timing, self._on_link_events,
+                                     tls=self._tls.get(controller.name), prefer=prefer)
             links[controller.name] = link
             self._bridge_of[link] = bridge
             link.start()
 
     def bridge_gone(self, bridge: Bridge) -> None:
+        self._connected_before = {k for k in self._connected_before if k[0] is not bridge.session}
         links = self.links.pop(bridge.session, {})
         self._xids.pop(bridge.session, None)
+        self.floors.pop(bridge.session, None)
         for link in links.values():
             self._bridge_of.pop(link, None)
             asyncio.get_running_loop().create_task(link.stop())
@@ -156,18 +197,31 @@ class Northbound:
     def miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int, reason: int,
              data: bytes, key: int) -> bool:
         """Ask the controllers; False if none can be asked (the proxy then falls back)."""
+        return self._ask(bridge, buffer_id, total_len, in_port, reason, data, key) is not None
+
+    def revalidate(self, bridge: Bridge, rule_id: int, buffer_id: int, total_len: int,
+                   in_port: int, data: bytes, key: int) -> bool:
+        """A hit on an unconfirmed learned rule: ask the controllers as for a miss; if none
+        answers in time, the rule answers (and stands confirmed), see _apply."""
+        proxy_buffer = self._ask(bridge, buffer_id, total_len, in_port, OFPR_NO_MATCH, data, key)
+        if proxy_buffer is None:
+            return False
+        self._revalidating[proxy_buffer] = rule_id
+        return True
+
+    def _ask(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int, reason: int,
+             data: bytes, key: int) -> int | None:
+        """Open a miss and send it to the eligible controllers; its proxy buffer id, or None if
+        nobody can be asked."""
         links = self.links.get(bridge.session, {})
-        if reason != OFPR_NO_MATCH:
-            return self._forward_action_packet_in(bridge, links, buffer_id, total_len, in_port,
-                                                  reason, data)
         if buffer_id == NO_BUFFER and total_len > len(data):
-            return False  # we could not release the whole packet ourselves
+            return None  # we could not release the whole packet ourselves
         wanting = [name for name, link in links.items()
                    if link.session is not None and link.session.wants_packet_in(reason)]
         asked = self.arbiter.eligible(key, wanting)
         if not asked:
-            return False
-        now, local_time = time.monotonic(), self.clock()
+            return None
+        now, local_time = time.monotonic(), self._local_time()
         proxy_buffer, evicted = self.resolver.open((bridge, buffer_id), in_port, data, key,
                                                    tuple(asked), now, local_time)
         for resolution in evicted:
@@ -183,7 +237,7 @@ class Northbound:
         bridge.counters["asked_controllers"] += 1
         if len(self.resolver) == 1:
             self._schedule()  # deadlines come in opening order: only the first one moves the timer
-        return True
+        return proxy_buffer
 
     def flush_links(self) -> None:
         """Write what misses queued for the controllers (after each batch read from a bridge)."""
@@ -191,19 +245,29 @@ class Northbound:
             link.flush()
         self._unflushed.clear()
 
-    def _forward_action_packet_in(self, bridge: Bridge, links: dict[str, ControllerLink],
-                                  buffer_id: int, total_len: int, in_port: int, reason: int,
-                                  data: bytes) -> bool:
-        """A packet an explicit output:CONTROLLER sent: for the controllers, not resolved."""
-        sent = False
-        for link in links.values():
+    def action_packet_in(self, bridge: Bridge, packet_in: PacketIn) -> None:
+        """A packet an explicit output:CONTROLLER sent, not a miss, so not resolved: to the
+        controller whose flow sent it, known by the cookie's tag, with the tag taken off (Faucet
+        ignores packet-ins whose cookie is not its own). A flow nobody tagged (not a
+        controller's) has its packets sent to every controller."""
+        links = self.links.get(bridge.session, {})
+        owner = self._owner_of_tag.get(packet_in.cookie >> TAG_SHIFT)
+        if owner is not None:
+            targets = [links[owner]] if owner in links else []
+            cookie = packet_in.cookie & LOW_COOKIE
+        else:
+            targets, cookie = list(links.values()), packet_in.cookie
+        heard = False
+        for link in targets:
             session = link.session
             if session is not None and session.send_packet_in(
-                    buffer_id=buffer_id, total_len=total_len, in_port=in_port, reason=reason,
-                    data=data):
-                link.flush()
-                sent = True
-        return sent
+                    buffer_id=packet_in.buffer_id, total_len=packet_in.total_len,
+                    in_port=packet_in.in_port, reason=packet_in.reason, data=packet_in.data,
+                    table_id=packet_in.table_id, cookie=cookie):
+                self._unflushed.add(link)  # written once per bridge read, by flush_links
+                heard = True
+        if not heard:
+            bridge.counters["action_packet_ins_unheard"] += 1
 
     # ---- what controllers send ----
 
@@ -217,35 +281,99 @@ class Northbound:
             elif isinstance(event, ControllerReady):
                 log.info("%s: controller %s connected (OpenFlow 0x%02x)", bridge.label,
                          link.name, event.version)
+                self._end_retention(bridge, link.name)
+                self._mark_unconfirmed(bridge, link.name)
             elif isinstance(event, ControllerClosed):
                 log.info("%s: controller %s disconnected: %s", bridge.label, link.name, event.reason)
+                self._retain_learned(bridge, link.name)
                 for resolution in self.resolver.forget_controller(link.name, time.monotonic(),
-                                                                   self.clock()):
+                                                                   self._local_time()):
                     self._apply(resolution)
         self.flush_bridges()
 
+    # ---- learned rules while their controller is away (its `retain` policy) ----
+
+    def _retain_learned(self, bridge: Bridge, controller: str) -> None:
+        retain = self._retain.get(controller, RETAIN_KEEP)
+        key = (bridge.name, controller)
+        if retain == RETAIN_KEEP or key in self._retained:
+            return  # a link that failed again while reconnecting: the clock already runs
+        store = self.proxy.store
+        ids = [rule_id for rule_id, rule in bridge.classifier.rules()
+               if rule.origin == controller and rule.bridge == bridge.name]
+        if retain == RETAIN_DROP:
+            removed = tuple((rule_id, store.remove(rule_id)) for rule_id in ids)
+            if removed:
+                log.info("%s: %d rules learned from %s dropped (retain = drop)", bridge.label,
+                         len(removed), controller)
+                self.proxy.apply_rule_change(RuleChange(added=(), removed=removed))
+            return
+        assert isinstance(retain, float)
+        deadline = time.time() + retain
+        original: dict[int, float | None] = {}
+        for rule_id in ids:
+            expires_at = store.meta(rule_id).expires_at
+            original[rule_id] = expires_at
+            if expires_at is None or expires_at > deadline:
+                store.set_expiry(rule_id, deadline)
+        self._retained[key] = original
+        if ids:
+            log.info("%s: %d rules learned from %s kept for %g s while it is away", bridge.label,
+                     len(ids), controller, retain)
+
+    def _mark_unconfirmed(self, bridge: Bridge, controller: str) -> None:
+        """The controller is back after an outage: what it taught us before may be outdated,
+        so the next hit on each of its rules asks it again (see revalidate)."""
+        key = (bridge.session, controller)
+        if key not in self._connected_before:
+            self._connected_before.add(key)
+            return
+        ids = [rule_id for rule_id, rule in bridge.classifier.rules() if rule.origin == controller]
+        if ids:
+            bridge.unconfirmed.update(ids)
+            self.proxy.withdraw(bridge, ids)
+            log.info("%s: %d rules learned from %s before it went away will be revalidated",
+                     bridge.label, len(ids), controller)
+
+    def _end_retention(self, bridge: Bridge, controller: str) -> None:
+        """The controller is back: its rules that outlived the wait get their own timeouts back."""
+        original = self._retained.pop((bridge.name, controller), {})
+        store = self.proxy.store
+        for rule_id, expires_at in original.items():
+            if store.get(rule_id) is not None:
+                store.set_expiry(rule_id, expires_at)
+
     def _on_relay(self, bridge: Bridge, link: ControllerLink, event: Relay) -> None:
-        message = event.message
+        message, packet_out = event.message, event.packet_out
+        if message.version != bridge.version:
+            translated = self._translate_down(bridge, link, message)
+            if translated is None:
+                return
+            message = translated
+            if packet_out is not None:
+                packet_out = switch_side.decode_packet_out(bridge.version, message.raw)
         buffer_id = NO_BUFFER
-        if event.packet_out is not None:
-            buffer_id = event.packet_out.buffer_id
+        if packet_out is not None:
+            buffer_id = packet_out.buffer_id
         elif message.type == OFPT_FLOW_MOD:
             buffer_id = _flow_mod_buffer_id(message)
         if buffer_id == NO_BUFFER:
             self._relay_to_bridge(bridge, link.name, message)
             return
         try:
-            resolution = self.resolver.answer(link.name, buffer_id, Answer(message, event.packet_out),
-                                              time.monotonic(), self.clock())
+            resolution = self.resolver.answer(link.name, buffer_id, Answer(message, packet_out),
+                                              time.monotonic(), self._local_time())
         except UnknownBuffer:
-            self._to_controller(link, error(message.version, message.xid, OFPET_BAD_REQUEST,
-                                            OFPBRC_BUFFER_UNKNOWN, message.raw))
+            sent = event.message  # in the controller's own version
+            self._to_controller(link, error(sent.version, sent.xid, OFPET_BAD_REQUEST,
+                                            OFPBRC_BUFFER_UNKNOWN, sent.raw))
             return
         if resolution is not None:
             self._apply(resolution)
 
     def _relay_to_bridge(self, bridge: Bridge, controller: str, message: Message) -> None:
         raw = message.raw
+        put_back_table_miss = False
         if message.type == OFPT_FLOW_MOD:
             if _is_table_miss_to_controller(message):
                 # The proxy's own table-miss flow already sends every miss up, whole; the
@@ -254,6 +382,10 @@ class Northbound:
                 bridge.counters["controller_table_miss_kept_ours"] += 1
                 return
             raw = self._tag_flow_mod(bridge.version, controller, raw)
+            raw, clamped = remap_flow_mod(bridge.version, raw, self.bands[controller])
+            if clamped:
+                bridge.counters[f"priority_clamped:{controller}"] += 1
+            put_back_table_miss = self._track_table_floor(bridge, controller, raw)
         session = bridge.session
         xid = session.next_xid()
         xids = self._xids.setdefault(session, OrderedDict())
@@ -261,6 +393,30 @@ class Northbound:
         if len(xids) > MAX_MAPPED_XIDS:
             xids.popitem(last=False)
         session.send(switch_side.rewrite_xid(raw, xid))
+        if put_back_table_miss:
+            table_miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
+            if table_miss:  # OpenFlow 1.0 sends misses without a flow: nothing to put back
+                session.send(table_miss)
+                bridge.counters["table_miss_reinstalled"] += 1
+                log.info("%s: controller %s removed its catch-all from table 0; the proxy's "
+                         "table-miss flow is back", bridge.label, controller)
+
+    def _track_table_floor(self, bridge: Bridge, controller: str, raw: bytes) -> bool:
+        """Follow who owns table 0's misses (see bands.py); True when the proxy's table-miss
+        flow must be put back after this FLOW_MOD."""
+        floor = self.floors.get(bridge.session)
+        view = view_flow_mod(bridge.version, raw)
+        if floor is None or view is None:
+            return False
+        was_owner = controller in floor.owners
+        put_back = floor.relayed(controller, view, self.bands[controller])
+        if controller in floor.owners and not was_owner:
+            bridge.counters[f"table0_catch_all:{controller}"] += 1
+            log.info("%s: controller %s installed a catch-all in table 0 (priority %d): packets "
+                     "no higher flow matches go through its pipeline, not to the proxy",
+                     bridge.label, controller, view.priority)
+        self.proxy.cover_rules(bridge, floor.owned)
+        return put_back
 
     def _tag_flow_mod(self, version: int, controller: str, raw: bytes) -> bytes:
         """Put the controller's tag in the cookie; on 1.3+ also in the cookie mask of a
@@ -280,12 +436,21 @@ class Northbound:
     def _apply(self, resolution: Resolution[BridgeMiss, Answer]) -> None:
         bridge, bridge_buffer = resolution.miss.bridge
         miss = resolution.miss
+        stale = self._revalidating.pop(miss.buffer_id, None)
         if self.proxy.bridges.get(bridge.session) is not bridge:
             return  # the bridge went away meanwhile
         if resolution.answer is None or resolution.winner is None:
             bridge.counters["controllers_silent"] += 1
+            if stale is not None and self.proxy.store.get(stale) is not None:
+                bridge.unconfirmed.discard(stale)  # nobody objected: the rule stands
+                bridge.counters["revalidated_unchanged"] += 1
+                self.proxy.answer_from_rule(bridge, bridge_buffer, miss.in_port, miss.data,
+                                            miss.key)
+                return
             self.proxy.fallback(bridge, bridge_buffer, miss.in_port, miss.data)
             return
+        if stale is not None:
+            self._settle_revalidation(bridge, stale, resolution.winner, resolution.answer)
         winner, answer = resolution.winner, resolution.answer
         bridge.counters[f"won_by:{winner}"] += 1
         session = bridge.session
@@ -305,7 +470,25 @@ class Northbound:
                                                               NO_BUFFER, miss.data))
         self._learn(bridge, winner, answer.message)
 
-    def _learn(self, bridge: Bridge, controller: str, message: Message) -> None:
+    def _settle_revalidation(self, bridge: Bridge, stale: int, winner: str, answer: Answer) -> None:
+        """A controller answered a hit on an unconfirmed rule: an answer that is the same flow
+        confirms it; anything else replaces it (the winner's answer is applied as any miss's)."""
+        bridge.unconfirmed.discard(stale)
+        store = self.proxy.store
+        rule = store.get(stale)
+        if rule is None:
+            return
+        if answer.packet_out is None and rule.origin == winner:
+            learned = self._rule_of(bridge, winner, answer.message)
+            if learned is not None and store.find(learned) == stale:
+                bridge.counters["revalidated_unchanged"] += 1
+                return
+        store.remove(stale)
+        bridge.counters["revalidated_replaced"] += 1
+        self.proxy.apply_rule_change(RuleChange(added=(), removed=((stale, rule),)))
+
+    def _rule_of(self, bridge: Bridge, controller: str, message: Message) -> FlowRule | None:
+        """The rule a controller's FLOW_MOD would be learned as (None: not learnable)."""
         try:
             msg = _decode_flow_mod(message)
             if getattr(msg, "table_id", 0) != 0:
@@ -315,21 +498,27 @@ class Northbound:
                 msg.actions if message.version == OFP10 else msg.instructions, message.version,
                 match)
         except (flows.Unrepresentable, ValueError) as exc:
-            bridge.counters["not_learned"] += 1
-            log.debug("%s: flow from %s not learned: %s", bridge.label, controller, exc)
-            return
-        rule = FlowRule(match, actions, priority=msg.priority, idle_timeout=msg.idle_timeout,
+            log.debug("%s: flow from %s not learnable: %s", bridge.label, controller, exc)
+            return None
+        # Learned at the priority its flow has on the bridge (in the controller's band).
+        priority, _ = self.bands[controller].to_bridge(msg.priority)
+        return FlowRule(match, actions, priority=priority, idle_timeout=msg.idle_timeout,
                         hard_timeout=msg.hard_timeout, bridge=bridge.name, origin=controller,
                         text=f"learned from {controller}")
-        if (bridge.name, rule) in self._learned:
+
+    def _learn(self, bridge: Bridge, controller: str, message: Message) -> None:
+        rule = self._rule_of(bridge, controller, message)
+        if rule is None:
+            bridge.counters["not_learned"] += 1
             return
-        rule_id = self.proxy.store.add(rule)
-        self._learned[(bridge.name, rule)] = rule_id
+        store = self.proxy.store
+        if store.find(rule) is not None:
+            return
+        now = time.time()  # wall clock: the hard timeout keeps counting across a restart
+        rule_id = store.add(rule, now=now,
+                            expires_at=now + rule.hard_timeout if rule.hard_timeout else None)
         self.proxy.apply_rule_change(RuleChange(added=((rule_id, rule),), removed=()))
         bridge.counters["learned"] += 1
-        if rule.hard_timeout:
-            heapq.heappush(self._expiries, (time.monotonic() + rule.hard_timeout, rule_id))
-            self._schedule()
 
     # ---- what the bridge sends that concerns controllers ----
 
@@ -346,8 +535,9 @@ class Northbound:
             del xids[message.xid]
         link = self.links.get(bridge.session, {}).get(controller)
         if link is not None:
-            raw = untag_flow_stats(message, self.tags[controller])
-            self._to_controller(link, switch_side.rewrite_xid(raw, controller_xid))
+            raw = untag_flow_stats(message, self.tags[controller], self.bands[controller])
+            for reply in self._translate_up(bridge, link, raw, controller_xid):
+                self._to_controller(link, switch_side.rewrite_xid(reply, controller_xid))
 
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
         xids = self._xids.get(bridge.session)
@@ -356,15 +546,18 @@ class Northbound:
             return
         controller, controller_xid = entry
         link = self.links.get(bridge.session, {}).get(controller)
-        if link is not None:
-            self._to_controller(link, error(version, controller_xid, event.err_type, event.code,
+        if link is not None and link.session is not None:
+            to_version = link.session.version or version
+            err_type, code = translate.map_error(version, to_version, event.err_type, event.code)
+            self._to_controller(link, error(to_version, controller_xid, err_type, code,
                                             event.data))
 
     def port_status(self, bridge: Bridge, event: PortStatus) -> None:
         for link in self.links.get(bridge.session, {}).values():
             session = link.session
             if session is not None and session.wants_port_status(event.reason) and event.raw:
-                self._to_controller(link, event.raw)
+                for raw in self._translate_up(bridge, link, event.raw):
+                    self._to_controller(link, raw)
 
     def flow_removed(self, bridge: Bridge, event: FlowRemoved) -> None:
         """A FLOW_REMOVED of a controller's flow: to that controller, its tag stripped."""
@@ -379,14 +572,71 @@ class Northbound:
             raw = bytearray(event.raw)
             cookie_at = 8 + 40 if bridge.version == OFP10 else 8
             _U64.pack_into(raw, cookie_at, event.msg.cookie & LOW_COOKIE)
-            self._to_controller(link, bytes(raw))
+            removed = unmap_flow_removed(bridge.version, bytes(raw), self.bands[controller])
+            for up in self._translate_up(bridge, link, removed):
+                self._to_controller(link, up)
+
+    # ---- version translation (openflow/translate.py) when controller and bridge differ ----
+
+    def _translate_down(self, bridge: Bridge, link: ControllerLink,
+                        message: Message) -> Message | None:
+        """A controller's message in the bridge's version; None when the bridge's version has
+        no equivalent: the controller then gets the OpenFlow error and nothing reaches the
+        bridge."""
+        try:
+            [translated] = translate.translate_message(message, bridge.version)
+        except RemoteProtocolError as exc:
+            bridge.counters[f"untranslatable:{link.name}"] += 1
+            log.warning("%s: controller %s sent a malformed %s (xid %d): %s", bridge.label,
+                        link.name, translate.message_name(message.version, message.type),
+                        message.xid, exc)
+            self._to_controller(link, error(message.version, message.xid, OFPET_BAD_REQUEST,
+                                            OFPBRC_BAD_LEN, message.raw))
+            return None
+        except translate.Untranslatable as exc:
+            bridge.counters[f"untranslatable:{link.name}"] += 1
+            log.warning("%s: controller %s sent %s (xid %d) that OpenFlow 0x%02x cannot carry, "
+                        "answered with an error: %s", bridge.label, link.name,
+                        translate.message_name(message.version, message.type), message.xid,
+                        bridge.version, exc.reason)
+            self._to_controller(link, exc.error_message(message.version, message.xid,
+                                                        message.raw))
+            return None
+        bridge.counters["translated_down"] += 1
+        return translated
+
+    def _translate_up(self, bridge: Bridge, link: ControllerLink, raw: bytes,
+                      reply_xid: int | None = None) -> list[bytes]:
+        """A message of the bridge in the controller's version (a statistics reply may become
+        several). A reply that cannot be translated fails the controller's request with an error
+        (`reply_xid`); anything else is dropped; both are logged."""
+        session = link.session
+        if session is None or not session.version or session.version == raw[0]:
+            return [raw]
+        try:
+            out = translate.translate(raw, session.version)
+        except RemoteProtocolError as exc:
+            bridge.counters[f"untranslatable_up:{link.name}"] += 1
+            log.warning("%s: malformed %s from the bridge not translated for controller %s: %s",
+                        bridge.label, translate.message_name(raw[0], raw[1]), link.name, exc)
+            return []
+        except translate.Untranslatable as exc:
+            bridge.counters[f"untranslatable_up:{link.name}"] += 1
+            log.warning("%s: %s for controller %s has no OpenFlow 0x%02x equivalent: %s",
+                        bridge.label, translate.message_name(raw[0], raw[1]), link.name,
+                        session.version, exc.reason)
+            if reply_xid is None:
+                return []
+            return [exc.error_message(session.version, reply_xid, b"")]
+        bridge.counters["translated_up"] += 1
+        return out
 
     def _to_controller(self, link: ControllerLink, raw: bytes) -> None:
         if link.session is not None:
             link.session.send(raw)
             link.flush()
 
-    # ---- timers: misses nobody answered in time, learned rules whose hard timeout passed ----
+    # ---- the timer: misses nobody answered in time (rule expiry is the daemon's) ----
 
     async def run(self) -> None:
         """Keep the timer going until cancelled (the daemon runs this as a task)."""
@@ -400,11 +650,9 @@ class Northbound:
     def _schedule(self) -> None:
         """One loop timer at the earliest deadline, moved only when that deadline changes (a
         task or wait_for per miss measured as the most expensive part of the miss path)."""
-        deadlines = [d for d in (self.resolver.next_deadline(),
-                                 self._expiries[0][0] if self._expiries else None) if d is not None]
-        if not deadlines:
+        when = self.resolver.next_deadline()
+        if when is None:
             return
-        when = min(deadlines)
         if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
             return
         if self._timer is not None:
@@ -416,24 +664,17 @@ class Northbound:
     def _on_timer(self) -> None:
         self._timer = None
         now = time.monotonic()
-        for resolution in self.resolver.expire(now, self.clock()):
+        for resolution in self.resolver.expire(now, self._local_time()):
             self._apply(resolution)
-        self._expire_learned(now)
         self.flush_bridges()
         self._schedule()
 
-    def _expire_learned(self, now: float) -> None:
-        removed = []
-        while self._expiries and self._expiries[0][0] <= now:
-            _, rule_id = heapq.heappop(self._expiries)
-            rule = self.proxy.store.get(rule_id)
-            if rule is None:
-                continue
-            self.proxy.store.remove(rule_id)
-            self._learned.pop((rule.bridge, rule), None)
-            removed.append((rule_id, rule))
-        if removed:
-            self.proxy.apply_rule_change(RuleChange(added=(), removed=tuple(removed)))
+
+def offered_versions(controller: ControllerConfig, bridge_version: int) -> frozenset[int]:
+    """The versions offered to a controller for a bridge: those it is configured for that equal
+    the bridge's or translate to it (1.0 <-> 1.3)."""
+    configured = frozenset(VERSIONS_BY_NAME[name] for name in controller.protocols)
+    return configured & translate.translatable_versions(bridge_version)
 
 
 def _flow_mod_buffer_id(message: Message) -> int:
@@ -450,10 +691,11 @@ _STATS_COOKIE_AT = {OFP10: 64}
 _STATS_COOKIE_AT_13 = 24
 
 
-def untag_flow_stats(message: Message, tag: int) -> bytes:
+def untag_flow_stats(message: Message, tag: int, band: Band = IDENTITY) -> bytes:
     """A flow statistics reply with `tag` taken off the cookies of the controller's own flows, so
     that it recognises them (an agent that deletes every cookie it does not own would otherwise
-    delete its own flows). Flows of others keep their cookies. Anything else is returned as is."""
+    delete its own flows), and their priorities moved back out of the controller's `band`.
+    Flows of others keep their cookies. Anything else is returned as is."""
     raw = message.raw
     if message.version == OFP10:
         body_at = 12
@@ -476,6 +718,7 @@ def untag_flow_stats(message: Message, tag: int) -> bytes:
         (cookie,) = _U64.unpack_from(out, offset + cookie_at)
         if cookie >> TAG_SHIFT == tag:
             _U64.pack_into(out, offset + cookie_at, cookie & LOW_COOKIE)
+            unmap_flow_stats_entry(message.version, out, offset, band)
         offset += length
     return bytes(out)
 

@@ -8,22 +8,31 @@ that a rule change can remove exactly the stale flows, and FLOW_REMOVED keeps th
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .openflow import codec, flows
-from .openflow.framing import OFP10, OFPT10_STATS_REPLY, Message, RemoteProtocolError
+from .openflow.framing import (
+    OFP10,
+    OFPT10_STATS_REPLY,
+    OFPT13_MULTIPART_REPLY,
+    Message,
+    RemoteProtocolError,
+)
 from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, decode_packet_in, packet_key
 from .rules.classifier import Classifier
-from .rules.model import OFPP_FLOOD, OFPP_NORMAL, FlowRule, Match, Output
+from .rules.model import OFPP_CONTROLLER, OFPP_FLOOD, OFPP_NORMAL, FlowRule, Match, Output
 from .rules.store import (
     COOKIE_TAG_MASK,
     PROXY_COOKIE_TAG,
     RuleChange,
     RuleStore,
     cookie_for,
+    is_learned,
     rule_id_from_cookie,
 )
 from .sessions.switch import (
@@ -41,6 +50,10 @@ log = logging.getLogger(__name__)
 # A narrowed flow covers one slice of its rule's traffic; without a timeout of its own every slice
 # ever seen would stay on the bridge (and in Bridge.installed) for good.
 NARROWED_IDLE_TIMEOUT = 60
+# Cover flows (see `cover_rules`) carry a tag of their own ("PC") and their rule's id: they are
+# not the rule's flows (reconciliation and FLOW_REMOVED leave them alone), and their packet-ins
+# are recognised by the tag.
+COVER_TAG = 0x5043 << 48
 OFPST_FLOW = 1  # OpenFlow 1.0 flow statistics
 
 FALLBACK_ACTIONS = {
@@ -75,7 +88,10 @@ class Bridge:
     counters: Counter[str] = field(default_factory=Counter)  # rare events, by name
     packet_ins: int = 0  # the two per-miss counters are plain ints: a Counter costs 0.4 µs each
     hits: int = 0
-    stale_dump_xid: int | None = None  # OF1.0: the flow dump that finds an earlier run's flows
+    reconcile_xid: int | None = None  # the flow dump that finds an earlier session's flows
+    covered: bool = False  # a controller owns table 0's misses: the proxy's rules have covers
+    # Learned rules whose controller came back after an outage: their next hit asks it again.
+    unconfirmed: set[int] = field(default_factory=set)
 
     def all_counters(self) -> dict[str, int]:
         counted = {"packet_ins": self.packet_ins, "hits": self.hits, **self.counters}
@@ -93,10 +109,13 @@ class Upstream(Protocol):
     def bridge_gone(self, bridge: Bridge) -> None: ...
     def miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int, reason: int,
              data: bytes, key: int) -> bool: ...
+    def action_packet_in(self, bridge: Bridge, packet_in: PacketIn) -> None: ...
     def bridge_message(self, bridge: Bridge, message: Message) -> None: ...
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None: ...
     def port_status(self, bridge: Bridge, event: PortStatus) -> None: ...
     def flow_removed(self, bridge: Bridge, event: FlowRemoved) -> None: ...
+    def revalidate(self, bridge: Bridge, rule_id: int, buffer_id: int, total_len: int,
+                   in_port: int, data: bytes, key: int) -> bool: ...
 
 
 class Proxy:
@@ -109,6 +128,8 @@ class Proxy:
         self.counters: Counter[str] = Counter()
         # The upstream controllers (northbound.Northbound), when any are configured.
         self.upstream: Upstream | None = None
+        # Origins of rules learned from controllers (their names): such rules need no cover.
+        self.learned_origins: frozenset[str] = frozenset()
         self._fallback_templates: dict[tuple[int, str], flows.PacketOutTemplate] = {}
 
     # ---- session events ----
@@ -119,7 +140,7 @@ class Proxy:
             if isinstance(event, PacketIn):  # held before READY; later ones take the fast path
                 if bridge is not None:
                     self._answer_miss(bridge, event.buffer_id, event.total_len, event.in_port,
-                                      event.reason, event.data)
+                                      event.reason, event.data, None, event.table_id, event.cookie)
             elif isinstance(event, SwitchReady):
                 self._on_ready(session, event)
             elif isinstance(event, FlowRemoved):
@@ -141,9 +162,9 @@ class Proxy:
                         self.upstream.port_status(bridge, event)
             elif isinstance(event, Unhandled):
                 message = event.message
-                if (bridge is not None and message.xid == bridge.stale_dump_xid
-                        and message.type == OFPT10_STATS_REPLY):
-                    self._on_stale_dump(bridge, message)
+                if (bridge is not None and message.xid == bridge.reconcile_xid
+                        and message.type in (OFPT10_STATS_REPLY, OFPT13_MULTIPART_REPLY)):
+                    self._on_reconcile_dump(bridge, message)
                 elif bridge is not None and self.upstream is not None:
                     self.upstream.bridge_message(bridge, message)  # a reply for a controller
 
@@ -167,8 +188,8 @@ class Proxy:
         self.counters["bridges_connected"] += 1
         log.info("%s: connected with OpenFlow 0x%02x, %d ports, %d rules apply", bridge.label,
                  ready.version, len(ready.ports), len(bridge.classifier))
-        # Flows of an earlier run may no longer match the rules: start from a clean slate.
-        self._delete_all_proxy_flows(bridge)
+        # Flows of an earlier session (or run) may no longer agree with the rules.
+        self._start_reconcile(bridge)
         miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
         if miss:
             session.send(miss)
@@ -210,8 +231,10 @@ class Proxy:
         answer_miss = self._answer_miss
 
         def on_packet_in(raw: bytes) -> None:
-            buffer_id, total_len, in_port, reason, _, _, data = decode_packet_in(version, raw)
-            if reason == OFPR_NO_MATCH:
+            buffer_id, total_len, in_port, reason, table_id, cookie, data = decode_packet_in(
+                version, raw)
+            if reason == OFPR_NO_MATCH or cookie & COOKIE_TAG_MASK == COVER_TAG:
+                # A cover's packet-in (reason ACTION) is a miss of table 0 like any other.
                 key = packet_key(in_port, data)
                 hit = lookup(key)
                 if hit is not None:
@@ -224,23 +247,25 @@ class Proxy:
                         if buffer_id == NO_BUFFER:
                             send(answer.packet_out.render(next_xid(), in_port, NO_BUFFER, data))
                         return
-                answer_miss(bridge, buffer_id, total_len, in_port, reason, data, key)
+                answer_miss(bridge, buffer_id, total_len, in_port, OFPR_NO_MATCH, data, key)
                 return
-            answer_miss(bridge, buffer_id, total_len, in_port, reason, data)
+            answer_miss(bridge, buffer_id, total_len, in_port, reason, data, None, table_id, cookie)
 
         return on_packet_in
 
     def _answer_miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int,
-                     reason: int, data: bytes, key: int | None = None) -> None:
+                     reason: int, data: bytes, key: int | None = None, table_id: int = 0,
+                     cookie: int = 0) -> None:
         counters = bridge.counters
         bridge.packet_ins += 1
         upstream = self.upstream
         if reason != OFPR_NO_MATCH:
             # Sent by an explicit output:CONTROLLER action; answering it from the same rules
-            # would loop. It is for upstream controllers.
+            # would loop. It is for upstream controllers: the flow's cookie says whose.
             counters["action_packet_ins"] += 1
             if upstream is not None:
-                upstream.miss(bridge, buffer_id, total_len, in_port, reason, data, 0)
+                upstream.action_packet_in(bridge, PacketIn(buffer_id, total_len, in_port, reason,
+                                                           table_id, cookie, data))
             return
         if key is None:
             key = packet_key(in_port, data)
@@ -251,6 +276,10 @@ class Proxy:
                 self.fallback(bridge, buffer_id, in_port, data)
             return
         rule_id, rule = hit
+        if (bridge.unconfirmed and rule_id in bridge.unconfirmed and upstream is not None
+                and upstream.revalidate(bridge, rule_id, buffer_id, total_len, in_port, data, key)):
+            counters["revalidations"] += 1
+            return
         bridge.hits += 1
         answer = bridge.answers.get(rule_id)
         if answer is None:
@@ -317,6 +346,19 @@ class Proxy:
         bridge.installed.setdefault(rule_id, set()).add((rule.priority, match))
         return True
 
+    def answer_from_rule(self, bridge: Bridge, buffer_id: int, in_port: int, data: bytes,
+                         key: int) -> None:
+        """Answer a miss from the rules after all (a revalidation that no controller objected to);
+        an unbuffered miss handed upstream always carried the whole packet."""
+        self._answer_miss(bridge, buffer_id, len(data), in_port, OFPR_NO_MATCH, data, key)
+
+    def withdraw(self, bridge: Bridge, rule_ids: Iterable[int]) -> None:
+        """Remove rules' flows and cached answers from one bridge, keeping the rules: their next
+        hit is a miss again."""
+        for rule_id in rule_ids:
+            bridge.answers.pop(rule_id, None)
+            self._delete_rule_flows(bridge, rule_id)
+
     def fallback(self, bridge: Bridge, buffer_id: int, in_port: int, data: bytes) -> None:
         """Apply miss_fallback to a packet nobody answers."""
         bridge.counters[f"fallback_{self.miss_fallback}"] += 1
@@ -350,6 +392,64 @@ class Proxy:
         answer = bridge.answers.get(rule_id)
         if answer is not None and answer.installed_as == removed:
             answer.recorded = False
+        if bridge.covered:
+            rule = bridge.classifier.get(rule_id)
+            if rule is not None and removed == (rule.priority, rule.match):
+                self._send_cover(bridge, rule_id, rule)  # the rule's flow had taken its place
+
+    # ---- covers: the proxy's rules while a controller owns the misses of table 0 ----
+
+    def cover_rules(self, bridge: Bridge, covered: bool) -> None:
+        """Turn covers on while a controller's catch-all owns table 0 of the bridge, off after.
+
+        Such a catch-all takes every packet that no higher flow matches through the controller's
+        pipeline, so nothing misses to the proxy and its rules would never be asked. A cover is
+        one flow per rule of the proxy, at the rule's priority and with its match, that sends
+        the packet to the proxy (reason ACTION, with the cover's cookie); the proxy answers it
+        like a miss, and the rule's own flow then takes the cover's place (same match, same
+        priority) until it expires, when the cover is put back. So the proxy's rules rank with
+        the controllers' flows by priority, as flows of table 0 do. Learned rules need none:
+        their controller's own flow is on the bridge. OpenFlow 1.0 packet-ins carry no cookie,
+        so there are no covers there."""
+        if bridge.version == OFP10 or covered == bridge.covered:
+            return
+        bridge.covered = covered
+        session = bridge.session
+        # Off: every cover goes. On: so do covers an earlier session may have left (a cover
+        # only sends its packets to the proxy, which answers them as misses, so until then
+        # they are harmless).
+        session.send(flows.flow_delete(bridge.version, cookie=COVER_TAG,
+                                       cookie_mask=COOKIE_TAG_MASK, xid=session.next_xid()))
+        if not covered:
+            log.info("%s: table 0's misses are the proxy's again; covers removed", bridge.label)
+            return
+        log.info("%s: a controller owns table 0's misses; covering the proxy's rules",
+                 bridge.label)
+        for rule_id, rule in bridge.classifier.rules():
+            if (rule.priority, rule.match) not in bridge.installed.get(rule_id, ()):
+                self._send_cover(bridge, rule_id, rule)
+
+    def _send_cover(self, bridge: Bridge, rule_id: int, rule: FlowRule) -> None:
+        if rule.origin in self.learned_origins:
+            return
+        session = bridge.session
+        try:
+            message = flows.flow_add(
+                bridge.version, rule.match, (Output(OFPP_CONTROLLER),), priority=rule.priority,
+                cookie=COVER_TAG | rule_id, send_flow_removed=False,
+                xid=session.next_xid())
+        except flows.Unrepresentable as exc:
+            bridge.counters["uncoverable"] += 1
+            log.warning("%s: rule %d cannot be covered on this version: %s", bridge.label,
+                        rule_id, exc)
+            return
+        session.send(message)
+        bridge.counters["covers_installed"] += 1
+
+    def _delete_cover(self, bridge: Bridge, rule_id: int) -> None:
+        session = bridge.session
+        session.send(flows.flow_delete(bridge.version, cookie=COVER_TAG | rule_id,
+                                       cookie_mask=0xFFFFFFFFFFFFFFFF, xid=session.next_xid()))
 
     # ---- rule changes ----
 
@@ -358,13 +458,18 @@ class Proxy:
         for bridge in self.bridges.values():
             for rule_id, _ in change.removed:
                 bridge.answers.pop(rule_id, None)
+                bridge.unconfirmed.discard(rule_id)
                 self._delete_rule_flows(bridge, rule_id)
+                if bridge.covered:
+                    self._delete_cover(bridge, rule_id)
             if change.added:
                 # Cached answers of rules that now have a new rule above them are stale.
                 bridge.answers.clear()
-            for _, rule in change.added:
+            for rule_id, rule in change.added:
                 if rule.applies_to(bridge.name):
                     self._delete_shadowing_flows(bridge, rule)
+                    if bridge.covered:
+                        self._send_cover(bridge, rule_id, rule)
 
     def _delete_rule_flows(self, bridge: Bridge, rule_id: int) -> None:
         installed = bridge.installed.pop(rule_id, set())
@@ -402,18 +507,19 @@ class Proxy:
             log.error("%s: cannot delete flow %s: %s", bridge.label, match, exc)
         bridge.counters["flows_deleted"] += 1
 
-    def _delete_all_proxy_flows(self, bridge: Bridge) -> None:
-        session = bridge.session
-        if bridge.version != OFP10:
-            session.send(flows.flow_delete(bridge.version, cookie=PROXY_COOKIE_TAG,
-                                           cookie_mask=COOKIE_TAG_MASK, xid=session.next_xid()))
-            return
-        # OpenFlow 1.0 cannot delete by cookie: dump every flow, then delete ours one by one
-        # (_on_stale_dump). Flows the dump shows predate this session, so all of ours are stale.
-        bridge.stale_dump_xid = session.next_xid()
-        session.send(flows.flow_stats_request_all(OFP10, xid=bridge.stale_dump_xid))
+    # ---- reconciling a bridge that connects with the store ----
 
-    def _on_stale_dump(self, bridge: Bridge, message: Message) -> None:
+    def _start_reconcile(self, bridge: Bridge) -> None:
+        """Ask for the proxy's flows on the bridge (on 1.0, which cannot filter by cookie, for
+        every flow); _on_reconcile_dump keeps those that agree with the store and removes the
+        rest, so a restart or reconnect neither loses forwarding state nor leaves stale flows."""
+        session = bridge.session
+        bridge.reconcile_xid = session.next_xid()
+        session.send(flows.flow_stats_request_all(
+            bridge.version, xid=bridge.reconcile_xid, cookie=PROXY_COOKIE_TAG,
+            cookie_mask=COOKIE_TAG_MASK))
+
+    def _on_reconcile_dump(self, bridge: Bridge, message: Message) -> None:
         try:
             reply = codec.decode(message)
         except RemoteProtocolError as exc:
@@ -424,16 +530,71 @@ class Proxy:
                 f"stats reply of type {reply.type} to a flow dump request"))
             return
         for stat in reply.body:
-            if rule_id_from_cookie(stat.cookie) is None:
+            rule_id = rule_id_from_cookie(stat.cookie)
+            if rule_id is None:
                 continue  # not the proxy's: never touched
             try:
-                match = flows.decode_match(stat.match, OFP10)
+                match = flows.decode_match(stat.match, bridge.version)
             except flows.Unrepresentable:
                 log.warning("%s: cannot decode stale flow %r to delete it", bridge.label, stat.match)
                 continue
-            self._delete_strict(bridge, stat.priority, match, None)
-        if not reply.flags & 1:  # OFPSF_REPLY_MORE
-            bridge.stale_dump_xid = None
+            if self._agrees_with_store(bridge, rule_id, stat, match):
+                bridge.installed.setdefault(rule_id, set()).add((stat.priority, match))
+                bridge.counters["flows_kept"] += 1
+            else:
+                self._delete_strict(bridge, stat.priority, match, rule_id)
+                bridge.counters["stale_flows_deleted"] += 1
+        if not reply.flags & 1:  # OFPSF_REPLY_MORE / OFPMPF_REPLY_MORE
+            bridge.reconcile_xid = None
+            self._reinstall_learned(bridge)
+
+    def _agrees_with_store(self, bridge: Bridge, rule_id: int, stat: Any, match: Match) -> bool:
+        """Whether a proxy flow found on the bridge (os-ken flow stats) is one the proxy would
+        install now."""
+        rule = bridge.classifier.get(rule_id)
+        if rule is None or getattr(stat, "table_id", 0) != 0 or stat.priority != rule.priority:
+            return False
+        if not rule.match.covers(match):
+            return False
+        try:
+            actions = flows.decode_actions(
+                stat.actions if bridge.version == OFP10 else stat.instructions,
+                bridge.version, match)
+        except flows.Unrepresentable:
+            return False
+        if _comparable(actions) != _comparable(rule.actions):
+            return False
+        # A flow must not hide a higher rule: narrowed flows may overlap none of them.
+        return not any(above.match.overlaps(match) for above in
+                       bridge.classifier.overlapping_above(rule_id))
+
+    def _reinstall_learned(self, bridge: Bridge) -> None:
+        """Learned rules stood on the bridge as the controller's flows: put back those missing
+        (after an OVS restart, all), with what is left of their hard timeouts. Local rules are
+        installed on demand, as always."""
+        now = time.time()
+        session = bridge.session
+        for rule_id, rule in bridge.classifier.rules():
+            if not is_learned(rule) or rule_id in bridge.installed:
+                continue
+            if bridge.classifier.overlapping_above(rule_id):
+                continue  # would need narrowing per packet: left to misses
+            expires_at = self.store.meta(rule_id).expires_at
+            hard_timeout = rule.hard_timeout
+            if expires_at is not None:
+                hard_timeout = math.ceil(expires_at - now)
+                if hard_timeout <= 0:
+                    continue  # the expiry sweep removes it
+            try:
+                message = flows.flow_add(
+                    bridge.version, rule.match, rule.actions, priority=rule.priority,
+                    cookie=cookie_for(rule_id), idle_timeout=rule.idle_timeout,
+                    hard_timeout=min(hard_timeout, 0xFFFF), xid=session.next_xid())
+            except flows.Unrepresentable:
+                continue
+            session.send(message)
+            bridge.installed.setdefault(rule_id, set()).add((rule.priority, rule.match))
+            bridge.counters["learned_reinstalled"] += 1
 
     # ---- introspection ----
 
@@ -452,3 +613,10 @@ class Proxy:
                 for b in self.bridges.values()
             ],
         }
+
+
+def _comparable(actions: tuple) -> tuple:
+    """Actions with max_len kept only where it means something (output to CONTROLLER); switches
+    report other outputs' max_len as they please."""
+    return tuple(Output(a.port) if isinstance(a, Output) and a.port != OFPP_CONTROLLER else a
+                 for a in actions)

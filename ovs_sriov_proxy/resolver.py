@@ -91,8 +91,10 @@ class MissResolver(Generic[BridgeRef, AnswerT]):
         if miss is None or controller not in miss.asked:
             raise UnknownBuffer(f"buffer id {buffer_id} is not a pending miss asked of {controller}")
         miss.answers.setdefault(controller, answer)  # a controller's first answer counts
-        best_possible = self.arbiter.winner(miss.asked, now, local_time)
-        if best_possible in miss.answers or len(miss.answers) == len(miss.asked):
+        # Everyone answered (always so with one controller asked: no arbiter call needed), or
+        # the controller that would win among all those asked did.
+        if len(miss.answers) == len(miss.asked) or (
+                self.arbiter.winner(miss.asked, now, local_time) in miss.answers):
             return self._resolve(miss, now, local_time, timed_out=False)
         return None
 
@@ -127,5 +129,9 @@ class MissResolver(Generic[BridgeRef, AnswerT]):
                  *, timed_out: bool, already_removed: bool = False) -> Resolution[BridgeRef, AnswerT]:
         if not already_removed:
             del self._pending[miss.buffer_id]
-        winner = self.arbiter.winner(miss.answers, now, local_time) if miss.answers else None
+        answers = miss.answers
+        if len(answers) > 1:
+            winner = self.arbiter.winner(answers, now, local_time)
+        else:
+            winner = next(iter(answers), None)  # the only answer needs no arbiter
         return Resolution(miss, winner, miss.answers.get(winner) if winner else None, timed_out)

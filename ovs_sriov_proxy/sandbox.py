@@ -322,6 +322,14 @@ class OvsSandbox:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.db_path.exists():
             self._run(["ovsdb-tool", "create", str(self.db_path), str(self.schema)])
+        self.start_ovsdb(timeout)
+        self.vsctl("--no-wait", "init")
+        self.start_vswitchd(timeout)
+
+    def start_ovsdb(self, timeout: float = 10.0) -> None:
+        """Start ovsdb-server on the sandbox's database (again, after kill_daemon)."""
+        self.db_socket.unlink(missing_ok=True)  # a killed server leaves its sockets behind
+        self.ovsdb_ctl.unlink(missing_ok=True)
         self._spawn_daemon(
             "ovsdb-server",
             [
@@ -333,7 +341,11 @@ class OvsSandbox:
             ready=lambda: self.db_socket.exists() and self.ovsdb_ctl.exists(),
             timeout=timeout,
         )
-        self.vsctl("--no-wait", "init")
+
+    def start_vswitchd(self, timeout: float = 10.0) -> None:
+        """Start ovs-vswitchd (again, after kill_vswitchd) and wait until it has applied the
+        database: a transaction without --no-wait returns only then."""
+        self.vswitchd_ctl.unlink(missing_ok=True)  # a killed daemon leaves its socket behind
         self._spawn_daemon(
             "ovs-vswitchd",
             [
@@ -346,9 +358,22 @@ class OvsSandbox:
             ready=self.vswitchd_ctl.exists,
             timeout=timeout,
         )
-        # A transaction that waits for ovs-vswitchd (no --no-wait) returns once
-        # it has read the database and applied the configuration.
         self.vsctl("--timeout", str(int(timeout)), "set", "Open_vSwitch", ".", "external_ids:sandbox=true")
+
+    def kill_daemon(self, name: str) -> None:
+        """SIGKILL "ovsdb-server" or "ovs-vswitchd", as a crash would (for ovs-vswitchd: flow
+        tables and connections are gone); start_ovsdb / start_vswitchd bring it back. The
+        teardown then neither stops it again nor counts it as having crashed."""
+        for daemon in self._daemons:
+            if daemon.name == name and daemon.process.poll() is None:
+                daemon.process.kill()
+                daemon.process.wait()
+                self._daemons.remove(daemon)
+                return
+        raise SandboxError(f"{name} is not running")
+
+    def kill_vswitchd(self) -> None:
+        self.kill_daemon("ovs-vswitchd")
 
     def _spawn_daemon(
         self,

@@ -90,3 +90,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c 'impo
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     printf '%s\n' "$wanted" > "$stamp"
 fi
+
+# Faucet, for the end-to-end test through the proxy (integration/test_faucet.py). It pins an
+# older os-ken than ours, so it lives in a venv of its own, .venv-faucet, never imported by the
+# package: the test runs it as a separate process.
+faucet_version=1.10.12
+faucet_stamp=.venv-faucet/.bootstrap-installed
+if [ "$(cat "$faucet_stamp" 2>/dev/null)" != "$faucet_version" ] || [ ! -x .venv-faucet/bin/faucet ]; then
+    say "installing faucet $faucet_version into .venv-faucet"
+    [ -x .venv-faucet/bin/python ] || "$python" -m venv .venv-faucet
+    .venv-faucet/bin/python -m pip install -q --disable-pip-version-check "faucet==$faucet_version"
+    printf '%s\n' "$faucet_version" > "$faucet_stamp"
+fi

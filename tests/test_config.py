@@ -215,7 +215,7 @@ def test_error_format_from_the_brief() -> None:
     ("text", "line", "key", "problem"),
     [
         ("[proxy]\nlisten = ['ptcp:1']\nlisten_on = 3\n", 3, "proxy.listen_on", "unknown key"),
-        ("title = 'x'\n", 1, "title", "unknown key (expected one of: proxy, rules, controllers, metrics)"),
+        ("title = 'x'\n", 1, "title", "unknown key (expected one of: proxy, rules, controllers, metrics"),
         ("[proxy]\n\n[proxy.extra]\na = 1\n", 3, "proxy.extra", "unknown key"),
         ("[[rules]]\nflow = 'actions=drop'\nflwo = 'x'\n", 3, "rules[0].flwo", "unknown key"),
         ("[[controllers]]\nname='a'\ntarget='tcp:1.2.3.4'\n[controllers.primacy]\nhour = []\n", 5,
@@ -426,3 +426,34 @@ def test_time_window() -> None:
 
 def test_config_type() -> None:
     assert isinstance(parse_config("[proxy]\n"), Config)
+
+
+def test_backup_table_and_retain() -> None:
+    config = parse_config(
+        '[proxy]\nstate_dir = "/var/lib/p"\n[backup]\nflush_interval_ms = 20\n'
+        '[[controllers]]\nname = "a"\ntarget = "tcp:127.0.0.1:6653"\nretain = 30\n'
+        '[[controllers]]\nname = "b"\ntarget = "tcp:127.0.0.1:6654"\nretain = "drop"\n'
+        '[[controllers]]\nname = "c"\ntarget = "tcp:127.0.0.1:6655"\n', "/etc/p/proxy.toml")
+    assert config.backup.enabled and config.backup.flush_interval_ms == 20
+    assert config.backup_path == Path("/var/lib/p/rules.db")
+    assert [c.retain for c in config.controllers] == [30.0, "drop", "keep"]
+    relative = parse_config('[backup]\npath = "b/rules.db"\nenabled = false\n', "/etc/p/proxy.toml")
+    assert relative.backup_path == Path("/etc/p/b/rules.db") and not relative.backup.enabled
+
+
+@pytest.mark.parametrize(("text", "line", "key", "problem"), [
+    ("[backup]\nflush_interval_ms = 0\n", 2, "backup.flush_interval_ms", "must be in 1..60000"),
+    ("[backup]\nenabled = 'yes'\n", 2, "backup.enabled", "expected true or false"),
+    ("[backup]\npath = ''\n", 2, "backup.path", "must not be empty"),
+    ("[backup]\nfile = 'x'\n", 2, "backup.file", "unknown key"),
+    ("[[controllers]]\nname = 'a'\ntarget = 'tcp:1.2.3.4:1'\nretain = 'forever'\n", 4,
+     "controllers[0].retain", 'expected "keep", "drop" or a number of seconds'),
+    ("[[controllers]]\nname = 'a'\ntarget = 'tcp:1.2.3.4:1'\nretain = -5\n", 4,
+     "controllers[0].retain", "greater than 0"),
+    ("[[controllers]]\nname = 'cli'\ntarget = 'tcp:1.2.3.4:1'\n", 2, "controllers[0].name",
+     "'cli' is reserved"),
+])
+def test_backup_and_retain_errors(text: str, line: int, key: str, problem: str) -> None:
+    error = error_of(text)
+    assert (error.line, error.key) == (line, key), str(error)
+    assert problem in error.problem

@@ -28,6 +28,8 @@ from ovs_sriov_proxy.control import (
 )
 from ovs_sriov_proxy.rules.flowparse import parse_flow
 from ovs_sriov_proxy.rules.model import FlowRule
+from ovs_sriov_proxy.rules.records import RuleRecord
+from ovs_sriov_proxy.rules.store import RuleMeta
 
 with warnings.catch_warnings():  # ovs.jsonrpc imports ovs.poller, which imports eventlet if present
     warnings.simplefilter("ignore")  # (EventletDeprecationWarning, from eventlet's import)
@@ -169,6 +171,19 @@ class FakeDaemon:
     def remove_rule(self, rule_id: int) -> FlowRule:
         return self.store.pop(rule_id)
 
+    def records(self) -> list[RuleRecord]:
+        return [RuleRecord(i, r, RuleMeta(1000.0 + i)) for i, r in self.store.items()]
+
+    def is_backed_up(self, rule_id: int) -> bool | None:
+        return rule_id % 2 == 1  # odd ids "committed", to tell the flag is passed through
+
+    def import_records(self, records: list[RuleRecord]) -> tuple[int, int]:
+        present = set(self.store.values())
+        new = [r.rule for r in records if r.rule not in present]
+        for rule in new:
+            self.add_rule(rule)
+        return len(new), len(records) - len(new)
+
     def stop(self) -> None:
         self.stopped = True
 
@@ -212,9 +227,9 @@ def test_rules_are_listed_by_id_in_ovs_ofctl_syntax() -> None:
     )
     assert json.loads(ok(dispatcher, "proxy/rules", "--json")) == {"rules": [
         {"id": 1, "origin": "config", "bridge": None,
-         "flow": "priority=100,in_port=1,udp,tp_dst=5060 actions=output:2"},
+         "flow": "priority=100,in_port=1,udp,tp_dst=5060 actions=output:2", "backed_up": True},
         {"id": 2, "origin": "cli", "bridge": "br-int",
-         "flow": "priority=32768,ip,nw_dst=10.0.0.0/8 actions=drop"},
+         "flow": "priority=32768,ip,nw_dst=10.0.0.0/8 actions=drop", "backed_up": False},
     ]}
     assert ok(Dispatcher(FakeDaemon()), "proxy/rules") == "no rules\n"
 
@@ -375,3 +390,35 @@ def test_bad_control_socket_setting(tmp_path: Path, value: str, problem: str) ->
         parse_config(f"[proxy]\ncontrol_socket = {value}\n", tmp_path / "proxy.toml")
     assert caught.value.key == "proxy.control_socket" and caught.value.line == 2
     assert problem in caught.value.problem
+
+
+def test_export_pages_json_lines_by_id_and_import_reads_them_back() -> None:
+    source = FakeDaemon(*(f"priority={n},udp,tp_dst={n} actions=output:2" for n in range(1, 8)))
+    dispatcher = Dispatcher(source)
+    first = ok(dispatcher, "proxy/export").splitlines()
+    assert [json.loads(line)["id"] for line in first] == list(range(1, 8))
+    later = ok(dispatcher, "proxy/export", "5").splitlines()
+    assert [json.loads(line)["id"] for line in later] == [6, 7]
+    assert ok(dispatcher, "proxy/export", "7") == ""
+    assert "AFTER-ID" in error(dispatcher, "proxy/export", "x")
+
+    target = FakeDaemon("priority=1,udp,tp_dst=1 actions=output:2")  # one already present
+    reply = json.loads(ok(Dispatcher(target), "proxy/import", "\n".join(first), "--json"))
+    assert reply == {"added": 6, "skipped": 1}
+    assert sorted(target.store.values(), key=lambda r: r.priority) == sorted(
+        source.store.values(), key=lambda r: r.priority)
+
+
+def test_import_refuses_the_whole_request_on_one_bad_line() -> None:
+    source = FakeDaemon("priority=1,udp actions=output:2")
+    line = ok(Dispatcher(source), "proxy/export").strip()
+    target = FakeDaemon()
+    text = error(Dispatcher(target), "proxy/import", line + "\n{\"format\": 1}")
+    assert text.startswith("line 2:") and "nothing imported" in text
+    assert target.store == {}
+
+
+def test_rules_listing_says_which_rules_are_backed_up() -> None:
+    rows = json.loads(ok(Dispatcher(FakeDaemon("priority=1 actions=drop", "priority=2 actions=drop")),
+                         "proxy/rules", "--json"))["rules"]
+    assert [(row["id"], row["backed_up"]) for row in rows] == [(1, True), (2, False)]

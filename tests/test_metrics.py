@@ -285,3 +285,21 @@ def test_exporter_on_loopback_serves_and_survives_bad_clients() -> None:
         idle.close()
 
     asyncio.run(scenario())
+
+
+def test_the_rules_backup_reports_what_is_not_committed_yet(tmp_path) -> None:
+    from ovs_sriov_proxy.rules.backup import SqliteBackup
+
+    backup = SqliteBackup(tmp_path / "rules.db", flush_interval=3600)  # commits only on flush
+    backup.load()
+    store = RuleStore(listener=backup)
+    store.add(parse_flow("priority=1 actions=drop"))
+    store.add(parse_flow("priority=2 actions=drop"))
+    registry = CollectorRegistry()
+    registry.register(ProxyCollector(Proxy(store), backup=backup))
+    assert registry.get_sample_value(P + "backup_pending_changes") == 2
+    assert registry.get_sample_value(P + "backup_commit_failures_total") == 0
+    backup.start()
+    assert backup.flush(5)
+    assert registry.get_sample_value(P + "backup_pending_changes") == 0
+    backup.close(5)

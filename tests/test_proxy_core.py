@@ -26,7 +26,7 @@ def connected(rules: list[str], fallback: str = "drop") -> tuple[Proxy, SwitchSe
     proxy = Proxy(store, miss_fallback=fallback)
     session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
     proxy.handle_events(session, handshake_13(session))
-    session.data_to_send()  # the table-miss flow and the stale-flow delete
+    session.data_to_send()  # the table-miss flow and the reconcile dump request
     return proxy, session
 
 
@@ -46,15 +46,17 @@ def miss(proxy: Proxy, session: SwitchSession, frame: bytes = UDP_FRAME, in_port
     return sent(session)
 
 
-def test_connect_installs_the_table_miss_flow_and_clears_stale_proxy_flows() -> None:
+def test_connect_installs_the_table_miss_flow_and_dumps_the_proxy_flows() -> None:
     store = RuleStore()
     proxy = Proxy(store)
     session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
     proxy.handle_events(session, handshake_13(session))
-    mods = [flow_mod(m) for m in sent(session)]
-    delete, table_miss = mods
-    assert delete.command == ofproto_v1_3.OFPFC_DELETE
-    assert (delete.cookie, delete.cookie_mask) == (PROXY_COOKIE_TAG, 0xFFFF << 48)
+    dump, table_miss = sent(session)
+    assert dump.type == 18  # OFPT_MULTIPART_REQUEST
+    mp_type, = struct.unpack_from("!H", dump.raw, 8)
+    cookie, cookie_mask = struct.unpack_from("!QQ", dump.raw, 32)
+    assert mp_type == 1 and (cookie, cookie_mask) == (PROXY_COOKIE_TAG, 0xFFFF << 48)
+    table_miss = flow_mod(table_miss)
     assert table_miss.priority == 0 and len(table_miss.match.fields) == 0
     assert table_miss.instructions[0].actions[0].port == ofproto_v1_3.OFPP_CONTROLLER
 
@@ -237,3 +239,70 @@ def test_of10_stale_dump_answered_with_another_stats_type_closes_the_session() -
         struct.pack("!BBHI", OFP10, 17, 8 + len(body), xid) + body, 1))
     assert session.close_reason is not None and "flow dump" in session.close_reason
     assert proxy.bridges == {}
+
+
+def flow_stats_reply_13(xid: int, stats: list[tuple[int, int, str, list]]) -> bytes:
+    """An OF1.3 flow-stats multipart reply (os-ken cannot encode switch->controller messages):
+    each stat is (cookie, priority, match as ovs-ofctl text, os-ken actions)."""
+    parser = ofproto_v1_3_parser
+    body = b""
+    for cookie, priority, match_text, actions in stats:
+        match = flows.encode_match(parse_flow(f"{match_text} actions=drop").match, OFP13)
+        match_buf = bytearray()
+        match.serialize(match_buf, 0)
+        instructions = bytearray()
+        if actions:
+            parser.OFPInstructionActions(ofproto_v1_3.OFPIT_APPLY_ACTIONS, actions).serialize(
+                instructions, 0)
+        length = 48 + len(match_buf) + len(instructions)
+        body += struct.pack("!HBxIIHHHH4xQQQ", length, 0, 0, 0, priority, 0, 0, 0, cookie, 0, 0)
+        body += bytes(match_buf) + bytes(instructions)
+    payload = struct.pack("!HH4x", 1, 0) + body
+    return struct.pack("!BBHI", OFP13, 19, 8 + len(payload), xid) + payload
+
+
+def test_reconcile_keeps_agreeing_flows_deletes_the_rest_and_reinstalls_learned_rules() -> None:
+    store = RuleStore()
+    store.replace_origin("config", [parse_flow("priority=10,in_port=1,udp actions=output:2")])
+    learned = store.add(parse_flow("priority=20,in_port=3 actions=output:4", origin="ctl-a"),
+                        expires_at=None)
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    dump, _ = sent(session)
+    out2 = ofproto_v1_3_parser.OFPActionOutput(2)
+    out9 = ofproto_v1_3_parser.OFPActionOutput(9)
+    reply = flow_stats_reply_13(dump.xid, [
+        (PROXY_COOKIE_TAG | 1, 10, "in_port=1,udp", [out2]),            # agrees: kept
+        (PROXY_COOKIE_TAG | 1, 10, "in_port=1,udp,tp_dst=53", [out2]),  # narrowed: kept
+        (PROXY_COOKIE_TAG | 1, 10, "in_port=1,udp,tp_dst=80", [out9]),  # other actions
+        (PROXY_COOKIE_TAG | 1, 11, "in_port=1,udp", [out2]),            # other priority
+        (PROXY_COOKIE_TAG | 1, 10, "udp", [out2]),                      # wider than the rule
+        (PROXY_COOKIE_TAG | 77, 10, "in_port=1,udp", [out2]),           # no such rule
+    ])
+    proxy.handle_events(session, session.receive_data(reply, 1))
+    mods = [flow_mod(m) for m in sent(session)]
+    deletes = [m for m in mods if m.command == ofproto_v1_3.OFPFC_DELETE_STRICT]
+    adds = [m for m in mods if m.command == ofproto_v1_3.OFPFC_ADD]
+    assert sorted((m.cookie & 0xFF, m.priority, dict(m.match.items()).get("udp_dst", 0))
+                  for m in deletes) == [(1, 10, 0), (1, 10, 80), (1, 11, 0), (77, 10, 0)]
+    assert [(m.cookie, m.priority, dict(m.match.items())) for m in adds] == [
+        (PROXY_COOKIE_TAG | learned, 20, {"in_port": 3})]
+    bridge = next(iter(proxy.bridges.values()))
+    assert bridge.all_counters()["flows_kept"] == 2
+    assert len(bridge.installed[1]) == 2 and learned in bridge.installed
+
+
+def test_reinstalled_learned_flows_carry_the_rest_of_their_hard_timeout() -> None:
+    import time
+
+    store = RuleStore()
+    rule = parse_flow("priority=20,hard_timeout=100,in_port=3 actions=output:4", origin="ctl-a")
+    store.add(rule, now=time.time() - 60, expires_at=time.time() + 40)
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    dump, _ = sent(session)
+    proxy.handle_events(session, session.receive_data(flow_stats_reply_13(dump.xid, []), 1))
+    (add,) = [flow_mod(m) for m in sent(session)]
+    assert 38 <= add.hard_timeout <= 41

@@ -698,16 +698,23 @@ def flow_delete(
     return _serialize(msg, xid)
 
 
-def flow_stats_request_all(version: int, xid: int = 0) -> bytes:
-    """A request for every flow in every table (any out port)."""
+def flow_stats_request_all(version: int, xid: int = 0, *, cookie: int = 0,
+                           cookie_mask: int = 0) -> bytes:
+    """A request for every flow in every table (any out port); on 1.3+ only those whose cookie
+    matches cookie/cookie_mask (OpenFlow 1.0 cannot filter by cookie: all flows)."""
     dp = _datapath(version)
     ofp, parser = dp.ofproto, dp.ofproto_parser
     if version == OF10:
         msg = parser.OFPFlowStatsRequest(dp, 0, parser.OFPMatch(wildcards=ofp.OFPFW_ALL), 0xFF,
                                          ofp.OFPP_NONE)
+    elif version >= OF15:
+        # 1.5 renamed the full flow dump FLOW_DESC (type 1); its FLOW_STATS (type 17) carries no
+        # instructions, and OVS 3.1 does not implement it.
+        msg = parser.OFPFlowDescStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                             cookie, cookie_mask, parser.OFPMatch())
     else:
         msg = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         0, 0, parser.OFPMatch())
+                                         cookie, cookie_mask, parser.OFPMatch())
     return _serialize(msg, xid)
 
 

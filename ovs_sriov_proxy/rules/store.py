@@ -1,14 +1,23 @@
 """The proxy's rule store: every rule it holds, with ids, and a classifier per bridge.
 
-Rule ids are small integers that never get reused while the process lives; each rule's flows on a
-bridge carry the cookie `PROXY_COOKIE_TAG | rule_id`, so the proxy recognises its own flows (and
-which rule they came from) in FLOW_REMOVED and flow dumps, and can delete exactly them.
+Rule ids are small integers that are never reused; each rule's flows on a bridge carry the cookie
+`PROXY_COOKIE_TAG | rule_id`, so the proxy recognises its own flows (and which rule they came
+from) in FLOW_REMOVED and flow dumps, and can delete exactly them. Ids survive restarts through
+the rules backup (rules/backup.py), which is what lets a restarted proxy recognise the flows its
+previous run left on a bridge.
+
+Every change is reported to an optional `RuleListener` (the backup), and each rule carries
+`RuleMeta`: when it was inserted and, for rules with a lifetime (a learned rule's hard timeout),
+when it expires. Both are wall-clock times, because they must mean the same after a restart.
 """
 
 from __future__ import annotations
 
+import heapq
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from .classifier import Classifier
 from .model import FlowRule
@@ -16,6 +25,12 @@ from .model import FlowRule
 PROXY_COOKIE_TAG = 0x5052 << 48  # "PR": flows the proxy installed from its own rules
 COOKIE_TAG_MASK = 0xFFFF << 48
 RULE_ID_MASK = 0xFFFFFFFF
+# Origins of rules the operator made; any other origin is the controller a rule was learned from.
+LOCAL_ORIGINS = frozenset({"config", "cli", "import", "vm"})
+
+
+def is_learned(rule: FlowRule) -> bool:
+    return rule.origin not in LOCAL_ORIGINS
 
 
 def cookie_for(rule_id: int) -> int:
@@ -35,11 +50,27 @@ class RuleChange:
     removed: tuple[tuple[int, FlowRule], ...]
 
 
+class RuleMeta(NamedTuple):  # a tuple: a million of them are built at restore (half the cost)
+    inserted_at: float  # time.time() when the rule entered the store (first, for restored rules)
+    expires_at: float | None = None  # time.time() after which the rule leaves the store
+
+
+class RuleListener(Protocol):
+    """Told of every change of the store, in order (implemented by the rules backup)."""
+
+    def rule_saved(self, rule_id: int, rule: FlowRule, meta: RuleMeta) -> None: ...
+    def rule_deleted(self, rule_id: int) -> None: ...
+
+
 class RuleStore:
-    def __init__(self) -> None:
+    def __init__(self, listener: RuleListener | None = None) -> None:
         self._rules: dict[int, FlowRule] = {}
+        self._meta: dict[int, RuleMeta] = {}
         self._next_id = 1
         self._classifiers: dict[str, Classifier] = {}
+        self._expiries: list[tuple[float, int]] = []  # heap; entries may be stale (see expire)
+        self._ids_by_rule: dict[FlowRule, int] = {}  # the first id of each distinct rule
+        self.listener = listener
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -61,23 +92,102 @@ class RuleStore:
                     classifier.add(rule_id, rule)
         return classifier
 
-    def add(self, rule: FlowRule) -> int:
+    def find(self, rule: FlowRule) -> int | None:
+        """The id of a rule equal to `rule` (same bridge and origin too), if there is one."""
+        return self._ids_by_rule.get(rule)
+
+    def meta(self, rule_id: int) -> RuleMeta:
+        return self._meta[rule_id]
+
+    def add(self, rule: FlowRule, *, now: float | None = None,
+            expires_at: float | None = None) -> int:
+        """Insert a new rule under a new id; `now` is the wall-clock time of insertion."""
         rule_id = self._next_id
-        self._next_id += 1
+        meta = RuleMeta(time.time() if now is None else now, expires_at)
+        self._insert(rule_id, rule, meta)
+        if self.listener is not None:
+            self.listener.rule_saved(rule_id, rule, meta)
+        return rule_id
+
+    def restore(self, rule_id: int, rule: FlowRule, meta: RuleMeta) -> None:
+        """Put back a rule from the backup under its old id (the listener already has it)."""
+        if rule_id in self._rules:
+            raise ValueError(f"rule id {rule_id} is already in use")
+        self._insert(rule_id, rule, meta)
+
+    def restore_many(self, records: Iterable[tuple[int, FlowRule, RuleMeta]]) -> None:
+        """restore() for a whole backup, before any bridge has a classifier (a million rules:
+        the per-call overhead of restore() is a tenth of the time)."""
+        if self._classifiers:
+            for rule_id, rule, meta in records:
+                self.restore(rule_id, rule, meta)
+            return
+        rules, metas, ids_by_rule, expiries = (self._rules, self._meta, self._ids_by_rule,
+                                               self._expiries)
+        highest = self._next_id - 1
+        for rule_id, rule, meta in records:
+            if rule_id in rules:
+                raise ValueError(f"rule id {rule_id} is already in use")
+            rules[rule_id] = rule
+            metas[rule_id] = meta
+            ids_by_rule.setdefault(rule, rule_id)
+            if meta.expires_at is not None:
+                expiries.append((meta.expires_at, rule_id))
+            if rule_id > highest:
+                highest = rule_id
+        heapq.heapify(expiries)
+        self._next_id = highest + 1
+
+    def _insert(self, rule_id: int, rule: FlowRule, meta: RuleMeta) -> None:
+        self._next_id = max(self._next_id, rule_id + 1)
         self._rules[rule_id] = rule
+        self._meta[rule_id] = meta
+        self._ids_by_rule.setdefault(rule, rule_id)
+        if meta.expires_at is not None:
+            heapq.heappush(self._expiries, (meta.expires_at, rule_id))
         for bridge, classifier in self._classifiers.items():
             if rule.applies_to(bridge):
                 classifier.add(rule_id, rule)
-        return rule_id
 
     def remove(self, rule_id: int) -> FlowRule:
         rule = self._rules.pop(rule_id)
+        del self._meta[rule_id]
+        if self._ids_by_rule.get(rule) == rule_id:
+            del self._ids_by_rule[rule]
         for classifier in self._classifiers.values():
             if rule_id in classifier:
                 classifier.remove(rule_id)
+        if self.listener is not None:
+            self.listener.rule_deleted(rule_id)
         return rule
 
-    def replace_origin(self, origin: str, rules: Iterable[FlowRule]) -> RuleChange:
+    def set_expiry(self, rule_id: int, expires_at: float | None) -> None:
+        """Give a rule a new end of life (None: none); e.g. a retain policy shortening it."""
+        meta = self._meta[rule_id]
+        if meta.expires_at == expires_at:
+            return
+        meta = self._meta[rule_id] = RuleMeta(meta.inserted_at, expires_at)
+        if expires_at is not None:
+            heapq.heappush(self._expiries, (expires_at, rule_id))
+        if self.listener is not None:
+            self.listener.rule_saved(rule_id, self._rules[rule_id], meta)
+
+    def next_expiry(self) -> float | None:
+        return self._expiries[0][0] if self._expiries else None
+
+    def expire(self, now: float) -> RuleChange:
+        """Remove every rule whose expiry has passed."""
+        removed: list[tuple[int, FlowRule]] = []
+        while self._expiries and self._expiries[0][0] <= now:
+            when, rule_id = heapq.heappop(self._expiries)
+            meta = self._meta.get(rule_id)
+            if meta is None or meta.expires_at != when:
+                continue  # removed meanwhile, or its expiry changed (a newer heap entry exists)
+            removed.append((rule_id, self.remove(rule_id)))
+        return RuleChange(added=(), removed=tuple(removed))
+
+    def replace_origin(self, origin: str, rules: Iterable[FlowRule], *,
+                       now: float | None = None) -> RuleChange:
         """Make the rules of one origin (e.g. "config") exactly `rules`; unchanged rules keep
         their ids (and so their flows on the bridges)."""
         wanted = list(rules)
@@ -94,5 +204,5 @@ class RuleStore:
             else:
                 added.append((-1, rule))
         removed = [(rid, self.remove(rid)) for rid in current if rid not in kept]
-        added = [(self.add(rule), rule) for _, rule in added]
+        added = [(self.add(rule, now=now), rule) for _, rule in added]
         return RuleChange(tuple(added), tuple(removed))

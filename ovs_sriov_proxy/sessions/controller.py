@@ -36,6 +36,7 @@ from ..openflow.framing import (
     Framer,
     Message,
     RemoteProtocolError,
+    bitmap_versions,
     error,
     hello,
     hello_failed,
@@ -119,11 +120,18 @@ class ControllerState:
     async_masks: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_ASYNC))
 
 
+HELLO_GRACE = 1.0  # seconds the proxy waits for a controller's HELLO before sending its own
+
+
 class ControllerSession:
     def __init__(self, name: str, versions: frozenset[int], view: DatapathView,
-                 timing: SessionTiming, now: float) -> None:
+                 timing: SessionTiming, now: float, prefer: int | None = None) -> None:
+        """`prefer`: a version to pick whenever the controller offers it (the bridge's, which
+        needs no translation). The proxy's HELLO then waits for the controller's and offers
+        the chosen version alone, since each side otherwise settles on the highest common."""
         self.name = name
         self.versions = versions
+        self.prefer = prefer
         self.view = view
         self.timing = timing
         self.state = State.HELLO
@@ -131,7 +139,10 @@ class ControllerSession:
         self.settings = ControllerState()
         self.close_reason: str | None = None
         self._framer = Framer()
-        self._outbox: list[bytes] = [hello(versions)]
+        self._outbox: list[bytes] = [] if prefer is not None else [hello(versions)]
+        # A controller that waits for the switch's HELLO first gets ours (every version) after
+        # HELLO_GRACE, and the usual highest-common negotiation.
+        self._hello_grace: float | None = now + HELLO_GRACE if prefer is not None else None
         self._keepalive = Keepalive(timing, now)
         self._xid = 0
 
@@ -153,7 +164,10 @@ class ControllerSession:
     def next_deadline(self) -> float | None:
         if self.state is State.CLOSED:
             return None
-        return self._keepalive.deadline(self.state is State.READY)
+        deadline = self._keepalive.deadline(self.state is State.READY)
+        if self._hello_grace is not None and (deadline is None or self._hello_grace < deadline):
+            return self._hello_grace
+        return deadline
 
     # ---- what the controller hears, filtered by its role and async masks ----
 
@@ -193,6 +207,9 @@ class ControllerSession:
     def handle_timer(self, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
+        if self._hello_grace is not None and now >= self._hello_grace:
+            self._hello_grace = None
+            self._outbox.append(hello(self.versions))
         due = self._keepalive.check(now, self.state is State.READY)
         if due is Due.HANDSHAKE_EXPIRED:
             return self._close(f"no HELLO within {self.timing.hello_timeout:g}s")
@@ -235,6 +252,13 @@ class ControllerSession:
             if message.type != OFPT_HELLO:
                 raise RemoteProtocolError(f"expected HELLO, got message type {message.type}")
             version = negotiate(self.versions, message)
+            if self.prefer is not None and self._hello_grace is not None:  # ours not sent yet
+                self._hello_grace = None
+                offered = bitmap_versions(message)
+                if offered is not None and self.prefer in offered & self.versions:
+                    version = self.prefer
+                if version is not None:
+                    self._outbox.append(hello(frozenset({version})))
             if version is None:
                 self._outbox.append(hello_failed(self.versions, message))
                 return self._close(f"no common OpenFlow version (controller offered 0x{message.version:02x})")

@@ -65,7 +65,7 @@ class ControllerLink:
     def __init__(self, name: str, target: ActiveTarget, versions: frozenset[int],
                  view: DatapathView, timing: SessionTiming, on_events: LinkEvents, *,
                  tls: ssl.SSLContext | None = None, initial_backoff: float = 0.1,
-                 max_backoff: float = 8.0) -> None:
+                 max_backoff: float = 8.0, prefer: int | None = None) -> None:
         if target.uses_tls and tls is None:
             raise ValueError(f"{target}: an ssl target needs a TLS context")
         self.name = name
@@ -75,6 +75,7 @@ class ControllerLink:
         self.timing = timing
         self.on_events = on_events
         self.tls = tls
+        self.prefer = prefer  # see ControllerSession
         self._wait = wait_exponential(multiplier=initial_backoff, max=max_backoff)
         self._connection: _Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -126,7 +127,7 @@ class ControllerLink:
     async def _connect(self) -> tuple[ControllerSession, _Connection]:
         loop = asyncio.get_running_loop()
         session = ControllerSession(self.name, self.versions, self.view, self.timing,
-                                    time.monotonic())
+                                    time.monotonic(), prefer=self.prefer)
         target = self.target
 
         def factory() -> _Connection:

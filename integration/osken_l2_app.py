@@ -1,0 +1,116 @@
+"""A reactive L2 learning switch written on os-ken's app framework (OpenFlow 1.3), for tests.
+
+    python integration/osken_l2_app.py --listen PORT [--proactive PRIORITY:IN_PORT:OUT_PORT ...]
+                                       [--quiet] [--packet-outs-only]
+
+os-ken 4.2.2 ships no `osken-manager`, so this script is its own manager: it registers the app,
+parses os-ken's options and runs the app loop. The app learns source MACs from packet-ins; a
+packet for a known destination gets a flow (in_port, eth_dst -> output) that carries the
+packet-in's buffer id and so releases the packet; one for an unknown destination is flooded
+with a PACKET_OUT. `--proactive` flows are installed as soon as the switch connects. One line
+per decision goes to stderr ("flow ..." or "flood ...").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from os_ken.lib import hub
+
+hub.patch(thread=False)  # what osken-manager did first: eventlet before anything else loads
+
+from os_ken import cfg  # noqa: E402
+from os_ken.base import app_manager  # noqa: E402
+from os_ken.controller import ofp_event  # noqa: E402
+from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls  # noqa: E402
+from os_ken.lib.packet import ethernet, packet  # noqa: E402
+from os_ken.ofproto import ofproto_v1_3  # noqa: E402
+
+FLOW_PRIORITY = 10
+FLOW_IDLE_TIMEOUT = 30
+PROACTIVE: list[tuple[int, int, int]] = []  # (priority, in_port, out_port), from the command line
+
+
+class LearningSwitch(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    quiet = False  # --quiet: no line per decision (benchmarks)
+    packet_outs_only = False  # --packet-outs-only: answer with PACKET_OUTs, never a flow
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ports_by_mac: dict[int, dict[str, int]] = {}  # datapath id -> MAC -> port
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def switch_features(self, event: Any) -> None:
+        """The usual table-miss flow: every miss to the controller, whole."""
+        datapath = event.msg.datapath
+        ofp, parser = datapath.ofproto, datapath.ofproto_parser
+        actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
+        datapath.send_msg(parser.OFPFlowMod(
+            datapath, priority=0, match=parser.OFPMatch(),
+            instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]))
+        for priority, in_port, out_port in PROACTIVE:
+            datapath.send_msg(parser.OFPFlowMod(
+                datapath, priority=priority, match=parser.OFPMatch(in_port=in_port),
+                instructions=[parser.OFPInstructionActions(
+                    ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionOutput(out_port)])]))
+        self.say(f"switch {datapath.id:016x} connected")
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in(self, event: Any) -> None:
+        msg = event.msg
+        datapath = msg.datapath
+        ofp, parser = datapath.ofproto, datapath.ofproto_parser
+        in_port = msg.match["in_port"]
+        frame = packet.Packet(msg.data).get_protocol(ethernet.ethernet)
+        if frame is None:
+            return
+        ports = self.ports_by_mac.setdefault(datapath.id, {})
+        ports[frame.src] = in_port
+        out_port = ports.get(frame.dst)
+        if out_port is not None and self.packet_outs_only:
+            actions = [parser.OFPActionOutput(out_port)]
+        elif out_port is not None:
+            actions = [parser.OFPActionOutput(out_port)]
+            datapath.send_msg(parser.OFPFlowMod(
+                datapath, priority=FLOW_PRIORITY, idle_timeout=FLOW_IDLE_TIMEOUT,
+                buffer_id=msg.buffer_id, match=parser.OFPMatch(in_port=in_port, eth_dst=frame.dst),
+                instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]))
+            self.say(f"flow in_port={in_port} eth_dst={frame.dst} -> {out_port}")
+            if msg.buffer_id != ofp.OFP_NO_BUFFER:
+                return  # the flow releases the buffered packet
+        else:
+            actions = [parser.OFPActionOutput(ofp.OFPP_FLOOD)]
+            self.say(f"flood in_port={in_port} eth_dst={frame.dst}")
+        data = msg.data if msg.buffer_id == ofp.OFP_NO_BUFFER else None
+        datapath.send_msg(parser.OFPPacketOut(datapath, buffer_id=msg.buffer_id, in_port=in_port,
+                                              actions=actions, data=data))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", type=int, required=True)
+    parser.add_argument("--proactive", action="append", default=[],
+                        metavar="PRIORITY:IN_PORT:OUT_PORT")
+    parser.add_argument("--quiet", action="store_true", help="no line per decision")
+    parser.add_argument("--packet-outs-only", action="store_true",
+                        help="never install a flow: every packet is a miss (benchmarks)")
+    args = parser.parse_args()
+    LearningSwitch.quiet = args.quiet
+    LearningSwitch.packet_outs_only = args.packet_outs_only
+    for text in args.proactive:
+        priority, in_port, out_port = (int(part) for part in text.split(":"))
+        PROACTIVE.append((priority, in_port, out_port))
+    cfg.CONF([f"--ofp-tcp-listen-port={args.listen}", "--ofp-listen-host=127.0.0.1"],
+             project="os_ken")
+    app_manager.AppManager.run_apps([__name__])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The rule store's bookkeeping: ids, lifetimes, the listener that the backup is."""
+
+from __future__ import annotations
+
+from ovs_sriov_proxy.rules.flowparse import parse_flow
+from ovs_sriov_proxy.rules.store import RuleMeta, RuleStore, is_learned
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def rule_saved(self, rule_id, rule, meta) -> None:
+        self.events.append(("saved", rule_id, meta.expires_at))
+
+    def rule_deleted(self, rule_id) -> None:
+        self.events.append(("deleted", rule_id))
+
+
+def flow(n: int, origin: str = "ctl") -> object:
+    return parse_flow(f"priority={n},udp actions=output:2", origin=origin)
+
+
+def test_rules_expire_in_order_and_a_changed_expiry_wins() -> None:
+    recorder = Recorder()
+    store = RuleStore(listener=recorder)
+    a = store.add(flow(1), now=0, expires_at=10)
+    b = store.add(flow(2), now=0, expires_at=20)
+    c = store.add(flow(3), now=0)
+    store.set_expiry(a, 30)  # the heap still holds a's old expiry: it must not count
+    assert store.next_expiry() == 10
+    assert store.expire(15).removed == ()
+    assert [rule_id for rule_id, _ in store.expire(25).removed] == [b]
+    assert [rule_id for rule_id, _ in store.expire(35).removed] == [a]
+    assert store.get(c) is not None and store.meta(c) == RuleMeta(0, None)
+    assert recorder.events == [("saved", a, 10), ("saved", b, 20), ("saved", c, None),
+                               ("saved", a, 30), ("deleted", b), ("deleted", a)]
+
+
+def test_restore_keeps_ids_tells_no_listener_and_new_ids_follow() -> None:
+    recorder = Recorder()
+    store = RuleStore(listener=recorder)
+    store.restore(7, flow(1), RuleMeta(5.0, None))
+    assert recorder.events == []
+    assert store.add(flow(2)) == 8
+    assert store.find(flow(1)) == 7 and store.find(flow(1, origin="other")) is None
+    store.remove(7)
+    assert store.find(flow(1)) is None
+
+
+def test_learned_means_not_made_by_the_operator() -> None:
+    assert is_learned(flow(1, origin="ctl-a"))
+    assert not any(is_learned(flow(1, origin=o)) for o in ("config", "cli", "import", "vm"))
