@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -242,7 +242,6 @@ def rules_import(source, target: str | None, config_path: str | None, as_json: b
     whose lifetime is over, are skipped. Imported rules keep their origin, except that rules of
     another host's config get origin "import" (this host's config file owns origin "config").
     """
-    from .control import IMPORT_CHUNK
     from .rules.records import RecordError, from_json_line
 
     lines = [line for line in source.read().splitlines() if line.strip()]
@@ -253,9 +252,8 @@ def rules_import(source, target: str | None, config_path: str | None, as_json: b
             click.echo(f"error: {source.name}:{number}: {exc} (nothing imported)", err=True)
             sys.exit(2)
     added = skipped = 0
-    for start in range(0, len(lines), IMPORT_CHUNK):
-        chunk = "\n".join(lines[start:start + IMPORT_CHUNK])
-        reply = _transact(target, config_path, "proxy/import", chunk, as_json=True)
+    for chunk in _chunks(lines):
+        reply = _transact(target, config_path, "proxy/import", "\n".join(chunk), as_json=True)
         counts = json.loads(reply)
         added += counts["added"]
         skipped += counts["skipped"]
@@ -263,3 +261,20 @@ def rules_import(source, target: str | None, config_path: str | None, as_json: b
         click.echo(json.dumps({"added": added, "skipped": skipped}, indent=2))
     else:
         click.echo(f"{added} rules imported, {skipped} skipped (already present or expired)")
+
+
+def _chunks(lines: list[str]) -> Iterator[list[str]]:
+    """Import requests of at most IMPORT_CHUNK lines and IMPORT_CHUNK_BYTES (the control
+    socket refuses requests over MAX_MESSAGE_SIZE; JSON escaping can double a line)."""
+    from .control import IMPORT_CHUNK, IMPORT_CHUNK_BYTES
+
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if chunk and (len(chunk) == IMPORT_CHUNK or size + len(line) > IMPORT_CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line.encode()) + 1
+    if chunk:
+        yield chunk

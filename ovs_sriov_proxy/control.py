@@ -59,7 +59,8 @@ CLI_ORIGIN = "cli"
 MAX_MESSAGE_SIZE = 1 << 22  # a request is a flow or two, or an import chunk (IMPORT_CHUNK lines)
 SOCKET_MODE = 0o600  # the socket changes forwarding: its owner (root) only, as OVS's are
 EXPORT_PAGE = 5000  # rules per proxy/export reply: about 1 MB
-IMPORT_CHUNK = 5000  # JSON lines per proxy/import request the CLI sends
+IMPORT_CHUNK = 5000  # JSON lines per proxy/import request the CLI sends ...
+IMPORT_CHUNK_BYTES = MAX_MESSAGE_SIZE // 4  # ... and bytes: escaped in the request's JSON
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
 _WHITESPACE = frozenset(b" \t\r\n")
 _BRIDGE_NAME_FORBIDDEN = frozenset(" \t\r\n/")
@@ -199,7 +200,9 @@ class ControlTarget(Protocol):
         """Raises KeyError for an unknown id."""
         ...
 
-    def records(self) -> list[RuleRecord]: ...
+    def records(self, after: int = 0, limit: int | None = None) -> list[RuleRecord]:
+        """Rules with ids above `after`, in id order, at most `limit` of them."""
+        ...
 
     def is_backed_up(self, rule_id: int) -> bool | None:
         """Whether the rules backup has committed the rule (None: no backup configured)."""
@@ -425,8 +428,7 @@ class Dispatcher:
         after = args[0] if args else "0"
         if not after.isdigit():
             raise UsageError(f"AFTER-ID must be a rule id or 0, got {after!r}")
-        records = sorted((r for r in self.target.records() if r.rule_id > int(after)),
-                         key=lambda record: record.rule_id)[:EXPORT_PAGE]
+        records = self.target.records(int(after), EXPORT_PAGE)
         return Reply(True, "".join(to_json_line(record) + "\n" for record in records))
 
     def _import(self, args: list[str], wants_json: bool) -> Reply:

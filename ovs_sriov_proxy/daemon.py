@@ -26,6 +26,7 @@ import logging
 import signal
 import ssl
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ from .proxy import Proxy
 from .rules.backup import RuleBackup, SqliteBackup
 from .rules.model import FlowRule
 from .rules.records import RuleRecord
-from .rules.store import RuleChange, RuleStore
+from .rules.store import RuleChange, RuleStore, is_learned
 from .sessions.controller import State as ControllerState
 from .sessions.keepalive import SessionTiming
 from .sessions.transport import SwitchServer
@@ -110,6 +111,7 @@ class Daemon:
         try:
             result = backup.load()  # BackupError: unusable (e.g. a newer schema); cli says so
             self.store.restore_many(result.records)
+            self.store.reserve_ids(result.next_id)
         finally:
             gc.enable()
             gc.freeze()
@@ -123,6 +125,13 @@ class Daemon:
             log.error("rules backup %s: %d rules could not be read back and were skipped "
                       "(the rows stay in the file)", path, result.unreadable_rows)
         self.store.listener = backup  # from here on every change is backed up
+        configured = {c.name for c in self.config.controllers}
+        orphans = Counter(rule.origin for _, rule in self.store.items()
+                          if is_learned(rule) and rule.origin not in configured)
+        for origin, count in sorted(orphans.items()):
+            log.warning("%d restored rules were learned from %r, which is no longer configured: "
+                        "they answer until their own timeouts (rules del ID removes one)",
+                        count, origin)
         expired = self.store.expire(time.time())
         log.info("rules backup %s: %d rules restored (%d had expired while the proxy was down)",
                  path, len(result.records) - len(expired.removed), len(expired.removed))
@@ -130,12 +139,15 @@ class Daemon:
     async def _expire_rules(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_TICK)
-            next_expiry = self.store.next_expiry()
-            if next_expiry is not None and next_expiry <= time.time():
-                change = self.store.expire(time.time())
-                if change.removed:
-                    log.debug("%d rules expired", len(change.removed))
-                    self._apply(change)
+            try:
+                next_expiry = self.store.next_expiry()
+                if next_expiry is not None and next_expiry <= time.time():
+                    change = self.store.expire(time.time())
+                    if change.removed:
+                        log.debug("%d rules expired", len(change.removed))
+                        self._apply(change)
+            except Exception:  # one bad sweep must not end every later expiry
+                log.exception("internal error while expiring rules")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,11 +175,12 @@ class Daemon:
         northbound_task = (loop.create_task(self.northbound.run(), name="northbound")
                            if self.northbound is not None else None)
         expiry_task = loop.create_task(self._expire_rules(), name="rule-expiry")
-        if self.ovsdb is not None:
-            await self.ovsdb.start()  # bridges are attached once the proxy listens
-        log.info("ready: %d rules, %d controllers, listening on %s", len(self.store),
-                 len(self.config.controllers), ", ".join(str(t) for t in self.config.proxy.listen))
         try:
+            if self.ovsdb is not None:
+                await self.ovsdb.start()  # bridges are attached once the proxy listens
+            log.info("ready: %d rules, %d controllers, listening on %s", len(self.store),
+                     len(self.config.controllers),
+                     ", ".join(str(t) for t in self.config.proxy.listen))
             await self._stopping.wait()
         finally:
             expiry_task.cancel()
@@ -272,9 +285,11 @@ class Daemon:
         """The upstream controllers and, per bridge, the state of the link to each."""
         return _controller_links(self.config, self.northbound)
 
-    def records(self) -> list[RuleRecord]:
+    def records(self, after: int = 0, limit: int | None = None) -> list[RuleRecord]:
+        """Rules with ids above `after`, in id order, at most `limit` of them."""
+        ids = self.store.ids_after(after, limit)
         return [RuleRecord(rule_id, rule, self.store.meta(rule_id))
-                for rule_id, rule in self.store.items()]
+                for rule_id in ids if (rule := self.store.get(rule_id)) is not None]
 
     def is_backed_up(self, rule_id: int) -> bool | None:
         """Whether the backup has committed the rule's current state (None: no backup)."""

@@ -62,9 +62,16 @@ from .openflow.framing import (
 from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn
 from .proxy import Bridge, Proxy
 from .resolver import MissResolver, Resolution, UnknownBuffer
-from .rules.model import OFPP_TABLE, FlowRule, Output
+from .rules.model import OFPP_TABLE, FlowRule, Output, canonical_actions
 from .rules.store import RuleChange
-from .sessions.controller import ControllerClosed, ControllerReady, DatapathView, Event, Relay
+from .sessions.controller import (
+    ControllerClosed,
+    ControllerReady,
+    DatapathView,
+    Event,
+    Relay,
+    State,
+)
 from .sessions.keepalive import SessionTiming
 from .sessions.switch import FlowRemoved, PortStatus, SwitchError, SwitchReady
 from .sessions.upstream import ControllerLink
@@ -76,6 +83,7 @@ TAG_SHIFT = 48
 LOW_COOKIE = (1 << TAG_SHIFT) - 1
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
 OFPFC_ADD = 0
+RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
 MAX_MAPPED_XIDS = 65536  # per bridge; relayed requests whose replies never come age out
 _U64 = struct.Struct("!Q")
 _U32 = struct.Struct("!I")
@@ -133,9 +141,8 @@ class Northbound:
         self.link_factory = link_factory
         self._retain = {c.name: c.retain for c in controllers}
         self._revalidating: dict[int, int] = {}  # proxy buffer id -> the unconfirmed rule's id
-        self._connected_before: set[tuple[Any, str]] = set()  # (bridge session, controller)
-        # (bridge name, controller) -> the expiries of its rules before its retain clock started
-        self._retained: dict[tuple[str, str], dict[int, float | None]] = {}
+        self._retaining: set[tuple[str, str]] = set()  # (bridge name, controller): clock runs
+        self._stopping = False
         self._tls = {c.name: client_tls_context(c.tls) for c in controllers if c.tls is not None}
         self.links: dict[Any, dict[str, ControllerLink]] = {}  # by bridge session
         self._bridge_of: dict[ControllerLink, Bridge] = {}
@@ -176,9 +183,22 @@ class Northbound:
             links[controller.name] = link
             self._bridge_of[link] = bridge
             link.start()
+            # A controller that cannot be reached from the start (a proxy restarted during its
+            # outage) is away as much as one whose link broke: its retain clock starts too.
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # driven without a loop (the sans-IO tests): no timers
+                continue
+            loop.call_later(RETAIN_GRACE, self._retain_if_unreachable, bridge, controller.name)
+
+    def _retain_if_unreachable(self, bridge: Bridge, controller: str) -> None:
+        link = self.links.get(bridge.session, {}).get(controller)
+        if link is None or self._stopping:
+            return  # the bridge went away meanwhile
+        if link.session is None or link.session.state is not State.READY:
+            self._retain_learned(bridge, controller)
 
     def bridge_gone(self, bridge: Bridge) -> None:
-        self._connected_before = {k for k in self._connected_before if k[0] is not bridge.session}
         links = self.links.pop(bridge.session, {})
         self._xids.pop(bridge.session, None)
         self.floors.pop(bridge.session, None)
@@ -187,6 +207,8 @@ class Northbound:
             asyncio.get_running_loop().create_task(link.stop())
 
     async def stop(self) -> None:
+        # The proxy going down is not the controllers going away: no retain clocks start.
+        self._stopping = True
         for links in list(self.links.values()):
             for link in links.values():
                 await link.stop()
@@ -281,10 +303,11 @@ class Northbound:
             elif isinstance(event, ControllerReady):
                 log.info("%s: controller %s connected (OpenFlow 0x%02x)", bridge.label,
                          link.name, event.version)
-                self._end_retention(bridge, link.name)
-                self._mark_unconfirmed(bridge, link.name)
+                self._on_controller_back(bridge, link.name)
             elif isinstance(event, ControllerClosed):
                 log.info("%s: controller %s disconnected: %s", bridge.label, link.name, event.reason)
+                if self._stopping:
+                    continue
                 self._retain_learned(bridge, link.name)
                 for resolution in self.resolver.forget_controller(link.name, time.monotonic(),
                                                                    self._local_time()):
@@ -293,14 +316,17 @@ class Northbound:
 
     # ---- learned rules while their controller is away (its `retain` policy) ----
 
+    def _learned_from(self, bridge: Bridge, controller: str) -> list[int]:
+        return [rule_id for rule_id, rule in bridge.classifier.rules()
+                if rule.origin == controller and rule.bridge == bridge.name]
+
     def _retain_learned(self, bridge: Bridge, controller: str) -> None:
         retain = self._retain.get(controller, RETAIN_KEEP)
         key = (bridge.name, controller)
-        if retain == RETAIN_KEEP or key in self._retained:
+        if retain == RETAIN_KEEP or key in self._retaining:
             return  # a link that failed again while reconnecting: the clock already runs
         store = self.proxy.store
-        ids = [rule_id for rule_id, rule in bridge.classifier.rules()
-               if rule.origin == controller and rule.bridge == bridge.name]
+        ids = self._learned_from(bridge, controller)
         if retain == RETAIN_DROP:
             removed = tuple((rule_id, store.remove(rule_id)) for rule_id in ids)
             if removed:
@@ -309,39 +335,35 @@ class Northbound:
                 self.proxy.apply_rule_change(RuleChange(added=(), removed=removed))
             return
         assert isinstance(retain, float)
+        self._retaining.add(key)
         deadline = time.time() + retain
-        original: dict[int, float | None] = {}
         for rule_id in ids:
             expires_at = store.meta(rule_id).expires_at
-            original[rule_id] = expires_at
             if expires_at is None or expires_at > deadline:
                 store.set_expiry(rule_id, deadline)
-        self._retained[key] = original
         if ids:
             log.info("%s: %d rules learned from %s kept for %g s while it is away", bridge.label,
                      len(ids), controller, retain)
 
-    def _mark_unconfirmed(self, bridge: Bridge, controller: str) -> None:
-        """The controller is back after an outage: what it taught us before may be outdated,
-        so the next hit on each of its rules asks it again (see revalidate)."""
-        key = (bridge.session, controller)
-        if key not in self._connected_before:
-            self._connected_before.add(key)
-            return
-        ids = [rule_id for rule_id, rule in bridge.classifier.rules() if rule.origin == controller]
+    def _on_controller_back(self, bridge: Bridge, controller: str) -> None:
+        """The controller is (again) reachable from this bridge. Its rules get their own
+        lifetimes back (a retain deadline, persisted, may have shortened them, in this run or
+        before a restart), and what it taught before may be outdated: the next hit on each of
+        its rules asks it again (see revalidate). Rules learned on this link are none yet."""
+        self._retaining.discard((bridge.name, controller))
+        store = self.proxy.store
+        ids = self._learned_from(bridge, controller)
+        for rule_id in ids:
+            rule, meta = store.get(rule_id), store.meta(rule_id)
+            assert rule is not None
+            own = meta.inserted_at + rule.hard_timeout if rule.hard_timeout else None
+            if meta.expires_at != own:
+                store.set_expiry(rule_id, own)  # a past one: the expiry sweep removes it
         if ids:
             bridge.unconfirmed.update(ids)
             self.proxy.withdraw(bridge, ids)
-            log.info("%s: %d rules learned from %s before it went away will be revalidated",
+            log.info("%s: %d rules learned from %s before this connection will be revalidated",
                      bridge.label, len(ids), controller)
-
-    def _end_retention(self, bridge: Bridge, controller: str) -> None:
-        """The controller is back: its rules that outlived the wait get their own timeouts back."""
-        original = self._retained.pop((bridge.name, controller), {})
-        store = self.proxy.store
-        for rule_id, expires_at in original.items():
-            if store.get(rule_id) is not None:
-                store.set_expiry(rule_id, expires_at)
 
     def _on_relay(self, bridge: Bridge, link: ControllerLink, event: Relay) -> None:
         message, packet_out = event.message, event.packet_out
@@ -442,8 +464,12 @@ class Northbound:
         if resolution.answer is None or resolution.winner is None:
             bridge.counters["controllers_silent"] += 1
             if stale is not None and self.proxy.store.get(stale) is not None:
-                bridge.unconfirmed.discard(stale)  # nobody objected: the rule stands
-                bridge.counters["revalidated_unchanged"] += 1
+                if resolution.timed_out:  # asked, and nobody objected: the rule stands
+                    bridge.unconfirmed.discard(stale)
+                    self.proxy.store.renew(stale, time.time())
+                    bridge.counters["revalidated_unchanged"] += 1
+                # (given up unasked, e.g. its controller left: still in doubt, but the packet
+                # is answered by the rule all the same)
                 self.proxy.answer_from_rule(bridge, bridge_buffer, miss.in_port, miss.data,
                                             miss.key)
                 return
@@ -482,7 +508,7 @@ class Northbound:
             learned = self._rule_of(bridge, winner, answer.message)
             if learned is not None and store.find(learned) == stale:
                 bridge.counters["revalidated_unchanged"] += 1
-                return
+                return  # _learn renews it
         store.remove(stale)
         bridge.counters["revalidated_replaced"] += 1
         self.proxy.apply_rule_change(RuleChange(added=(), removed=((stale, rule),)))
@@ -502,9 +528,9 @@ class Northbound:
             return None
         # Learned at the priority its flow has on the bridge (in the controller's band).
         priority, _ = self.bands[controller].to_bridge(msg.priority)
-        return FlowRule(match, actions, priority=priority, idle_timeout=msg.idle_timeout,
-                        hard_timeout=msg.hard_timeout, bridge=bridge.name, origin=controller,
-                        text=f"learned from {controller}")
+        return FlowRule(match, canonical_actions(actions), priority=priority,
+                        idle_timeout=msg.idle_timeout, hard_timeout=msg.hard_timeout,
+                        bridge=bridge.name, origin=controller, text=f"learned from {controller}")
 
     def _learn(self, bridge: Bridge, controller: str, message: Message) -> None:
         rule = self._rule_of(bridge, controller, message)
@@ -512,9 +538,11 @@ class Northbound:
             bridge.counters["not_learned"] += 1
             return
         store = self.proxy.store
-        if store.find(rule) is not None:
-            return
-        now = time.time()  # wall clock: the hard timeout keeps counting across a restart
+        now = time.time()
+        known = store.find(rule)
+        if known is not None:  # given again: its hard timeout starts over, as on the bridge
+            store.renew(known, now)
+            return  # wall clock: the hard timeout keeps counting across a restart
         rule_id = store.add(rule, now=now,
                             expires_at=now + rule.hard_timeout if rule.hard_timeout else None)
         self.proxy.apply_rule_change(RuleChange(added=((rule_id, rule),), removed=()))

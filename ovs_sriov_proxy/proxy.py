@@ -25,7 +25,15 @@ from .openflow.framing import (
 )
 from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, decode_packet_in, packet_key
 from .rules.classifier import Classifier
-from .rules.model import OFPP_CONTROLLER, OFPP_FLOOD, OFPP_NORMAL, FlowRule, Match, Output
+from .rules.model import (
+    OFPP_CONTROLLER,
+    OFPP_FLOOD,
+    OFPP_NORMAL,
+    FlowRule,
+    Match,
+    Output,
+    canonical_actions,
+)
 from .rules.store import (
     COOKIE_TAG_MASK,
     PROXY_COOKIE_TAG,
@@ -89,6 +97,8 @@ class Bridge:
     packet_ins: int = 0  # the two per-miss counters are plain ints: a Counter costs 0.4 µs each
     hits: int = 0
     reconcile_xid: int | None = None  # the flow dump that finds an earlier session's flows
+    # What that dump found in table 0 under any cookie: (priority, match) of each flow.
+    reconcile_present: set[tuple[int, Match]] = field(default_factory=set)
     covered: bool = False  # a controller owns table 0's misses: the proxy's rules have covers
     # Learned rules whose controller came back after an outage: their next hit asks it again.
     unconfirmed: set[int] = field(default_factory=set)
@@ -149,7 +159,9 @@ class Proxy:
             elif isinstance(event, Closed):
                 self._on_closed(session, bridge, event)
             elif isinstance(event, SwitchError):
-                if bridge is not None:
+                if bridge is not None and event.xid == bridge.reconcile_xid:
+                    self._reconcile_failed(bridge, f"error type {event.err_type} code {event.code}")
+                elif bridge is not None:
                     bridge.counters["errors"] += 1
                     log.warning("%s: switch reported error type %d code %d (xid %d)",
                                 bridge.label, event.err_type, event.code, event.xid)
@@ -255,7 +267,7 @@ class Proxy:
 
     def _answer_miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int,
                      reason: int, data: bytes, key: int | None = None, table_id: int = 0,
-                     cookie: int = 0) -> None:
+                     cookie: int = 0, *, revalidate: bool = True) -> None:
         counters = bridge.counters
         bridge.packet_ins += 1
         upstream = self.upstream
@@ -276,7 +288,7 @@ class Proxy:
                 self.fallback(bridge, buffer_id, in_port, data)
             return
         rule_id, rule = hit
-        if (bridge.unconfirmed and rule_id in bridge.unconfirmed and upstream is not None
+        if (revalidate and bridge.unconfirmed and rule_id in bridge.unconfirmed and upstream is not None
                 and upstream.revalidate(bridge, rule_id, buffer_id, total_len, in_port, data, key)):
             counters["revalidations"] += 1
             return
@@ -348,9 +360,10 @@ class Proxy:
 
     def answer_from_rule(self, bridge: Bridge, buffer_id: int, in_port: int, data: bytes,
                          key: int) -> None:
-        """Answer a miss from the rules after all (a revalidation that no controller objected to);
-        an unbuffered miss handed upstream always carried the whole packet."""
-        self._answer_miss(bridge, buffer_id, len(data), in_port, OFPR_NO_MATCH, data, key)
+        """Answer a miss from the rules after all (a revalidation nobody answered), without
+        asking again; an unbuffered miss handed upstream always carried the whole packet."""
+        self._answer_miss(bridge, buffer_id, len(data), in_port, OFPR_NO_MATCH, data, key,
+                          revalidate=False)
 
     def withdraw(self, bridge: Bridge, rule_ids: Iterable[int]) -> None:
         """Remove rules' flows and cached answers from one bridge, keeping the rules: their next
@@ -510,14 +523,28 @@ class Proxy:
     # ---- reconciling a bridge that connects with the store ----
 
     def _start_reconcile(self, bridge: Bridge) -> None:
-        """Ask for the proxy's flows on the bridge (on 1.0, which cannot filter by cookie, for
-        every flow); _on_reconcile_dump keeps those that agree with the store and removes the
-        rest, so a restart or reconnect neither loses forwarding state nor leaves stale flows."""
+        """Dump every flow of the bridge; _on_reconcile_dump keeps the proxy's flows that agree
+        with the store and removes the rest, so a restart or reconnect neither loses
+        forwarding state nor leaves stale flows. Every flow, not only the proxy's cookies: a
+        learned rule usually stands on the bridge as its controller's flow, which must be seen
+        (and left alone) rather than overwritten by a reinstall."""
         session = bridge.session
         bridge.reconcile_xid = session.next_xid()
-        session.send(flows.flow_stats_request_all(
-            bridge.version, xid=bridge.reconcile_xid, cookie=PROXY_COOKIE_TAG,
-            cookie_mask=COOKIE_TAG_MASK))
+        bridge.reconcile_present = set()
+        session.send(flows.flow_stats_request_all(bridge.version, xid=bridge.reconcile_xid))
+
+    def _reconcile_failed(self, bridge: Bridge, why: str) -> None:
+        """The dump was refused: fall back to removing every proxy flow (by cookie where the
+        version can) and reinstalling the learned rules."""
+        log.warning("%s: flow dump for reconciling failed (%s); removing the proxy's flows",
+                    bridge.label, why)
+        bridge.reconcile_xid = None
+        session = bridge.session
+        if bridge.version != OFP10:
+            session.send(flows.flow_delete(bridge.version, cookie=PROXY_COOKIE_TAG,
+                                           cookie_mask=COOKIE_TAG_MASK, xid=session.next_xid()))
+        bridge.installed.clear()
+        self._reinstall_learned(bridge)
 
     def _on_reconcile_dump(self, bridge: Bridge, message: Message) -> None:
         try:
@@ -531,8 +558,14 @@ class Proxy:
             return
         for stat in reply.body:
             rule_id = rule_id_from_cookie(stat.cookie)
-            if rule_id is None:
-                continue  # not the proxy's: never touched
+            if rule_id is None:  # not the proxy's: never touched, only noted
+                if getattr(stat, "table_id", 0) == 0:
+                    try:
+                        bridge.reconcile_present.add(
+                            (stat.priority, flows.decode_match(stat.match, bridge.version)))
+                    except flows.Unrepresentable:
+                        pass
+                continue
             try:
                 match = flows.decode_match(stat.match, bridge.version)
             except flows.Unrepresentable:
@@ -547,6 +580,7 @@ class Proxy:
         if not reply.flags & 1:  # OFPSF_REPLY_MORE / OFPMPF_REPLY_MORE
             bridge.reconcile_xid = None
             self._reinstall_learned(bridge)
+            bridge.reconcile_present = set()
 
     def _agrees_with_store(self, bridge: Bridge, rule_id: int, stat: Any, match: Match) -> bool:
         """Whether a proxy flow found on the bridge (os-ken flow stats) is one the proxy would
@@ -562,7 +596,7 @@ class Proxy:
                 bridge.version, match)
         except flows.Unrepresentable:
             return False
-        if _comparable(actions) != _comparable(rule.actions):
+        if canonical_actions(actions) != canonical_actions(rule.actions):
             return False
         # A flow must not hide a higher rule: narrowed flows may overlap none of them.
         return not any(above.match.overlaps(match) for above in
@@ -574,9 +608,11 @@ class Proxy:
         installed on demand, as always."""
         now = time.time()
         session = bridge.session
+        present = bridge.reconcile_present
         for rule_id, rule in bridge.classifier.rules():
-            if not is_learned(rule) or rule_id in bridge.installed:
-                continue
+            if (not is_learned(rule) or rule_id in bridge.installed
+                    or rule_id in bridge.unconfirmed or (rule.priority, rule.match) in present):
+                continue  # on the bridge already (perhaps as its controller's flow), or in doubt
             if bridge.classifier.overlapping_above(rule_id):
                 continue  # would need narrowing per packet: left to misses
             expires_at = self.store.meta(rule_id).expires_at
@@ -613,10 +649,3 @@ class Proxy:
                 for b in self.bridges.values()
             ],
         }
-
-
-def _comparable(actions: tuple) -> tuple:
-    """Actions with max_len kept only where it means something (output to CONTROLLER); switches
-    report other outputs' max_len as they please."""
-    return tuple(Output(a.port) if isinstance(a, Output) and a.port != OFPP_CONTROLLER else a
-                 for a in actions)

@@ -258,3 +258,125 @@ def test_rows_and_json_lines_round_trip(flow: str) -> None:
 def test_bad_import_lines_say_what_is_wrong(line: str, problem: str) -> None:
     with pytest.raises(RecordError, match=problem):
         from_json_line(line)
+
+
+def damaged_copy(path: Path, start: float, length: int | None) -> bytes:
+    """Checkpoint the file, then overwrite `length` bytes at fraction `start` with junk, or cut
+    the file there (length None). Returns the bytes left on disk."""
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * start)
+    data = data[:at] if length is None else data[:at] + b"\x5a" * length + data[at + length:]
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_cut_file_gives_back_what_lies_before_the_cut(tmp_path: Path) -> None:
+    path = tmp_path / "rules.db"
+    backup = open_backup(path)
+    store = RuleStore(listener=backup)
+    for n in range(4000):
+        store.add(rule(n))
+    backup.close(30)
+    left = damaged_copy(path, 0.6, None)
+    result = SqliteBackup(path).load()
+    assert result.problem is not None and result.set_aside is not None
+    assert result.set_aside.read_bytes() == left
+    assert 1500 <= len(result.records) < 4000  # pages before the cut (not all low ids: splits)
+    assert all(record.rule == store.get(record.rule_id) for record in result.records)
+
+
+def test_salvage_is_quick_however_sparse_the_ids(tmp_path: Path) -> None:
+    path = tmp_path / "rules.db"
+    backup = open_backup(path)
+    store = RuleStore(listener=backup)
+    for n in range(2000):
+        store.add(rule(n))
+    for rule_id in range(1001, 2001):  # learned rules that came and went ...
+        store.remove(rule_id)
+    store.reserve_ids(50_000_000)
+    late = [store.add(rule(n)) for n in range(2000, 3000)]  # ... and ids far away
+    backup.close(30)
+    damaged_copy(path, 0.4, 4096)
+    started = time.monotonic()
+    result = SqliteBackup(path).load()
+    assert time.monotonic() - started < 20
+    ids = {r.rule_id for r in result.records}
+    assert len(ids & set(late)) >= 900 and len(ids & set(range(1, 1001))) >= 700
+    assert result.next_id >= late[-1] + 1
+
+
+def test_ids_are_never_given_twice_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "rules.db"
+    backup = open_backup(path)
+    store = RuleStore(listener=backup)
+    ids = [store.add(rule(n)) for n in range(5)]
+    store.remove(ids[-1])  # the highest id is gone from the file
+    backup.close(5)
+    result = SqliteBackup(path).load()
+    restarted = RuleStore()
+    restarted.restore_many(result.records)
+    restarted.reserve_ids(result.next_id)
+    assert restarted.add(rule(99)) == ids[-1] + 1
+
+
+def test_an_unopenable_file_is_refused_not_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "rules.db"
+    path.mkdir()  # not damage, and not ours to move: as a permission error would be
+    (path / "keep").write_text("x")
+    with pytest.raises(BackupError, match="cannot read"):
+        SqliteBackup(path).load()
+    assert not list(tmp_path.glob("rules.db.corrupt-*")) and (path / "keep").exists()
+
+
+def test_a_failed_commit_keeps_the_batch_in_order_and_retries(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    from ovs_sriov_proxy.rules import backup as backup_module
+
+    real_write = backup_module._write
+    calls = []
+
+    def flaky(connection, operations):
+        calls.append(len(operations))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        if len(calls) == 2:
+            raise RuntimeError("a bug")
+        return real_write(connection, operations)
+
+    monkeypatch.setattr(backup_module, "_write", flaky)
+    path = tmp_path / "rules.db"
+    backup = SqliteBackup(path, flush_interval=0.01)
+    backup.load()
+    store = RuleStore(listener=backup)
+    first = store.add(rule(1))
+    store.remove(first)  # a save then a delete of one id: the delete must come last
+    kept = store.add(rule(2))
+    backup.start()
+    assert backup.flush(10)
+    assert backup.failures == 2 and backup.last_error is None
+    backup.close(5)
+    assert [r.rule_id for r in SqliteBackup(path).load().records] == [kept]
+
+
+def test_import_requests_stay_under_the_control_sockets_limit() -> None:
+    from ovs_sriov_proxy.cli import _chunks
+    from ovs_sriov_proxy.control import IMPORT_CHUNK, IMPORT_CHUNK_BYTES
+
+    lines = ["x" * 5000] * 2000 + ["y"] * 12_000
+    chunks = list(_chunks(lines))
+    assert sum(chunks, []) == lines
+    assert all(len(c) <= IMPORT_CHUNK and sum(len(x) + 1 for x in c) <= IMPORT_CHUNK_BYTES + 5001
+               for c in chunks)
+
+
+def test_learned_actions_export_and_import_as_the_same_rule() -> None:
+    from ovs_sriov_proxy.rules.model import canonical_actions
+
+    learned = parse_flow("priority=5,in_port=1 actions=output:2", origin="ctl")
+    as_sent = (Output(2, 0xFFE5),)  # os-ken's default max_len, as a controller sends it
+    rule = FlowRule(learned.match, canonical_actions(as_sent), 5, 0, 0, None, "ctl", "")
+    back = from_json_line(to_json_line(RuleRecord(3, rule, RuleMeta(1.0)))).rule
+    assert back == rule == learned

@@ -171,8 +171,10 @@ class FakeDaemon:
     def remove_rule(self, rule_id: int) -> FlowRule:
         return self.store.pop(rule_id)
 
-    def records(self) -> list[RuleRecord]:
-        return [RuleRecord(i, r, RuleMeta(1000.0 + i)) for i, r in self.store.items()]
+    def records(self, after: int = 0, limit: int | None = None) -> list[RuleRecord]:
+        found = [RuleRecord(i, r, RuleMeta(1000.0 + i)) for i, r in sorted(self.store.items())
+                 if i > after]
+        return found if limit is None else found[:limit]
 
     def is_backed_up(self, rule_id: int) -> bool | None:
         return rule_id % 2 == 1  # odd ids "committed", to tell the flag is passed through

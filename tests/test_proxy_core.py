@@ -55,7 +55,7 @@ def test_connect_installs_the_table_miss_flow_and_dumps_the_proxy_flows() -> Non
     assert dump.type == 18  # OFPT_MULTIPART_REQUEST
     mp_type, = struct.unpack_from("!H", dump.raw, 8)
     cookie, cookie_mask = struct.unpack_from("!QQ", dump.raw, 32)
-    assert mp_type == 1 and (cookie, cookie_mask) == (PROXY_COOKIE_TAG, 0xFFFF << 48)
+    assert mp_type == 1 and (cookie, cookie_mask) == (0, 0)  # every flow, foreign ones too
     table_miss = flow_mod(table_miss)
     assert table_miss.priority == 0 and len(table_miss.match.fields) == 0
     assert table_miss.instructions[0].actions[0].port == ofproto_v1_3.OFPP_CONTROLLER
@@ -241,7 +241,7 @@ def test_of10_stale_dump_answered_with_another_stats_type_closes_the_session() -
     assert proxy.bridges == {}
 
 
-def flow_stats_reply_13(xid: int, stats: list[tuple[int, int, str, list]]) -> bytes:
+def flow_stats_reply_13(xid: int, stats: list[tuple[int, int, str, list]], more: bool = False) -> bytes:
     """An OF1.3 flow-stats multipart reply (os-ken cannot encode switch->controller messages):
     each stat is (cookie, priority, match as ovs-ofctl text, os-ken actions)."""
     parser = ofproto_v1_3_parser
@@ -257,7 +257,7 @@ def flow_stats_reply_13(xid: int, stats: list[tuple[int, int, str, list]]) -> by
         length = 48 + len(match_buf) + len(instructions)
         body += struct.pack("!HBxIIHHHH4xQQQ", length, 0, 0, 0, priority, 0, 0, 0, cookie, 0, 0)
         body += bytes(match_buf) + bytes(instructions)
-    payload = struct.pack("!HH4x", 1, 0) + body
+    payload = struct.pack("!HH4x", 1, 1 if more else 0) + body
     return struct.pack("!BBHI", OFP13, 19, 8 + len(payload), xid) + payload
 
 
@@ -306,3 +306,37 @@ def test_reinstalled_learned_flows_carry_the_rest_of_their_hard_timeout() -> Non
     proxy.handle_events(session, session.receive_data(flow_stats_reply_13(dump.xid, []), 1))
     (add,) = [flow_mod(m) for m in sent(session)]
     assert 38 <= add.hard_timeout <= 41
+
+
+def learned_store() -> tuple[RuleStore, int]:
+    store = RuleStore()
+    return store, store.add(parse_flow("priority=20,in_port=3 actions=output:4", origin="ctl-a"))
+
+
+def test_a_learned_rule_standing_as_its_controllers_flow_is_not_overwritten() -> None:
+    store, learned = learned_store()
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    dump, _ = sent(session)
+    out4 = ofproto_v1_3_parser.OFPActionOutput(4)
+    first = flow_stats_reply_13(dump.xid, [(0x4300 << 48 | 9, 20, "in_port=3", [out4])], more=True)
+    proxy.handle_events(session, session.receive_data(first, 1))
+    assert sent(session) == []  # nothing before the last part
+    proxy.handle_events(session, session.receive_data(flow_stats_reply_13(dump.xid, []), 1))
+    assert sent(session) == []  # the controller's flow (cookie 0x4300...) stays as it is
+
+
+def test_a_refused_dump_falls_back_to_deleting_by_cookie_and_reinstalling() -> None:
+    from ovs_sriov_proxy.openflow.framing import error
+
+    store, learned = learned_store()
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    dump, _ = sent(session)
+    proxy.handle_events(session, session.receive_data(error(OFP13, dump.xid, 1, 2, dump.raw), 1))
+    delete, add = (flow_mod(m) for m in sent(session))
+    assert delete.command == ofproto_v1_3.OFPFC_DELETE
+    assert (delete.cookie, delete.cookie_mask) == (PROXY_COOKIE_TAG, 0xFFFF << 48)
+    assert add.command == ofproto_v1_3.OFPFC_ADD and add.cookie == PROXY_COOKIE_TAG | learned

@@ -51,3 +51,24 @@ def test_restore_keeps_ids_tells_no_listener_and_new_ids_follow() -> None:
 def test_learned_means_not_made_by_the_operator() -> None:
     assert is_learned(flow(1, origin="ctl-a"))
     assert not any(is_learned(flow(1, origin=o)) for o in ("config", "cli", "import", "vm"))
+
+
+def test_renewing_restarts_a_hard_timeout_and_flapping_expiries_do_not_pile_up() -> None:
+    store = RuleStore()
+    rule_id = store.add(parse_flow("priority=1,hard_timeout=30,udp actions=output:2",
+                                   origin="ctl"), now=100, expires_at=130)
+    store.renew(rule_id, 200)
+    assert store.meta(rule_id) == RuleMeta(200, 230)
+    assert store.expire(180).removed == ()  # the old expiry no longer counts
+    for n in range(1000):
+        store.set_expiry(rule_id, 300 + n)
+    assert len(store._expiries) <= 2 * len(store) + 65
+    assert store.expire(1298).removed == () and len(store.expire(1299).removed) == 1
+
+
+def test_ids_after_pages_in_id_order() -> None:
+    store = RuleStore()
+    store.restore_many([(3, flow(1), RuleMeta(0)), (9, flow(2), RuleMeta(0))])
+    new = store.add(flow(3))
+    assert new == 10
+    assert store.ids_after(0) == [3, 9, 10] and store.ids_after(3, 1) == [9]

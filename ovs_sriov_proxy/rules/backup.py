@@ -19,7 +19,9 @@ file, and the caller learns what happened from `LoadResult` to say so loudly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -63,6 +65,8 @@ _UPSERT_HEAD = f"INSERT OR REPLACE INTO rules ({', '.join(COLUMNS)}) VALUES "
 _ROW_PLACEHOLDERS = f"({', '.join('?' * len(COLUMNS))})"
 _DELETE_HEAD = "DELETE FROM rules WHERE id IN ("
 _TAIL = {_UPSERT_HEAD: "", _DELETE_HEAD: ")"}
+_NEXT_ID = ("INSERT INTO meta (key, value) VALUES ('next_id', ?) ON CONFLICT (key) "
+            "DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))")
 CHUNK_ROWS = 2000  # x 13 columns: within SQLite's 32,766 bound parameters per statement
 EAGER_FLUSH = 4096  # pending changes that wake the writer before its interval is up
 SALVAGE_CHUNK = 512
@@ -72,12 +76,22 @@ class BackupError(Exception):
     """The backup cannot be used at all (e.g. written by a newer version); str() says why."""
 
 
+class _Damaged(Exception):
+    """The file is damaged (SQLite says corrupt or not a database, or the check fails)."""
+
+
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+MAX_ID = 1 << 48  # rule ids fit in the cookie's low 48 bits
+_SALVAGE_SUFFIX = ".salvaging"
+
+
 @dataclass(frozen=True, slots=True)
 class LoadResult:
     records: list[RuleRecord]
     problem: str | None = None  # why the file could not be read as it was, if it could not
     set_aside: Path | None = None  # where the unreadable file now is
     unreadable_rows: int = 0  # rows found but not decodable (bad values, not bad pages)
+    next_id: int = 1  # ids below this were used before: never given again
 
 
 class RuleBackup(Protocol):
@@ -119,53 +133,80 @@ class SqliteBackup:
     # ---- reading, before the writer starts ----
 
     def load(self) -> LoadResult:
-        """Every rule in the file; an unreadable file is set aside and salvaged (see module doc).
-
-        The file is only read (query_only) until it has passed SQLite's quick check, so that a
-        damaged file is set aside exactly as it was found."""
+        """Every rule in the file; a damaged file is set aside and salvaged (see module doc).
+        Errors that are not damage (permissions, a full disk, a lock, a newer schema) raise
+        BackupError: the file is left alone and the proxy does not start half-restored."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{self.path}{_SALVAGE_SUFFIX}").unlink(missing_ok=True)  # an interrupted salvage
         try:
             result = self._read_checked()
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise BackupError(f"{self.path} is locked by another process: {exc}") from None
-            problem = str(exc).splitlines()
-            summary = problem[0] + (f" (and {len(problem) - 1} more lines)" if len(problem) > 1 else "")
-            return self._set_aside_and_salvage(summary)
-        with contextlib.closing(_connect(self.path)) as connection:
-            _prepare(connection)  # a new file gets its schema; an existing one is unchanged
-        return result
+        except _Damaged as exc:
+            return self._set_aside_and_salvage(str(exc))
+        except sqlite3.Error as exc:
+            raise BackupError(f"cannot read {self.path}: {exc}") from None
+        try:
+            with contextlib.closing(_connect(self.path)) as connection:
+                _prepare(connection)  # a new file gets its schema; an existing one is unchanged
+                next_id = _stored_next_id(connection)
+        except sqlite3.Error as exc:
+            raise BackupError(f"cannot write {self.path}: {exc}") from None
+        return dataclasses.replace(result, next_id=max(next_id, result.next_id))
 
     def _read_checked(self) -> LoadResult:
+        """Read every rule without writing a byte (mode=ro: not even the checkpoint SQLite runs
+        when a read-write connection closes), so a damaged file is set aside as it was found."""
         if not self.path.exists():
             return LoadResult([])
-        with contextlib.closing(_connect(self.path)) as connection:
-            connection.execute("PRAGMA query_only=1")
-            tables = {row[0] for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not tables:
-                return LoadResult([])  # an empty file: nothing was ever written
-            if not {"meta", "rules"} <= tables:
-                raise sqlite3.DatabaseError(f"not a rules backup (tables: {', '.join(sorted(tables))})")
-            _check_schema_version(connection)
-            check = connection.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            records, bad = _decode_rows(connection.execute(_SELECT + " ORDER BY id"))
-        return LoadResult(records, unreadable_rows=bad)
+        try:
+            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            _raise_if_damage(exc)
+            raise
+        with contextlib.closing(connection):
+            try:
+                tables = {row[0] for row in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not tables:
+                    return LoadResult([])  # an empty file: nothing was ever written
+                if not {"meta", "rules"} <= tables:
+                    raise _Damaged(f"not a rules backup (tables: {', '.join(sorted(tables))})")
+                _check_schema_version(connection)
+                check = connection.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    lines = check.splitlines()
+                    raise _Damaged(f"integrity check failed: {lines[0]}"
+                                   + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
+                records, bad = _decode_rows(connection.execute(_SELECT + " ORDER BY id"))
+            except sqlite3.Error as exc:
+                _raise_if_damage(exc)
+                raise
+        highest = records[-1].rule_id if records else 0
+        return LoadResult(records, unreadable_rows=bad, next_id=highest + 1)
 
     def _set_aside_and_salvage(self, problem: str) -> LoadResult:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
+        """Copy the damaged file (and its WAL) aside, salvage what reads into a new file built
+        beside it, and only then put the new file in place. A kill at any step leaves the
+        damaged file where it was (the next start does this again) or the new one complete."""
+        aside = _unused_name(self.path)
+        for suffix in ("", "-wal"):
             source = Path(f"{self.path}{suffix}")
             if source.exists():
-                source.rename(f"{aside}{suffix}")
+                shutil.copyfile(source, f"{aside}{suffix}")
+                _fsync(Path(f"{aside}{suffix}"))
         records, bad = _salvage(aside)
-        with contextlib.closing(_connect(self.path)) as connection:  # a new file: what was saved
+        salvaged = Path(f"{self.path}{_SALVAGE_SUFFIX}")
+        with contextlib.closing(_connect(salvaged)) as connection:
             _prepare(connection)
             _write(connection, [(0, r.rule_id, r) for r in records])
-        return LoadResult(records, problem, aside, bad)
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _fsync(salvaged)
+        for suffix in ("-wal", "-shm"):  # the damaged file's WAL must never meet the new file
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            Path(f"{salvaged}{suffix}").unlink(missing_ok=True)
+        os.replace(salvaged, self.path)
+        _fsync(self.path.parent)
+        highest = max((r.rule_id for r in records), default=0)
+        return LoadResult(records, problem, aside, bad, next_id=highest + 1)
 
     # ---- writing ----
 
@@ -186,7 +227,7 @@ class SqliteBackup:
             queue.operations.append((queue.seq, rule_id, record))
             queue.unacknowledged[rule_id] = queue.seq
             if len(queue.operations) == EAGER_FLUSH:
-                self._wake.notify()
+                self._wake.notify_all()  # one Condition wakes the writer and flushers alike
 
     def is_acknowledged(self, rule_id: int) -> bool:
         return rule_id not in self._queue.unacknowledged  # a dict read; the GIL makes it atomic
@@ -199,7 +240,7 @@ class SqliteBackup:
         deadline = time.monotonic() + timeout
         with self._lock:
             target = self._queue.seq
-            self._wake.notify()
+            self._wake.notify_all()
             while self._queue.committed < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._thread is None or not self._thread.is_alive():
@@ -213,14 +254,13 @@ class SqliteBackup:
                       self.pending(), self.last_error or "writer too slow")
         with self._lock:
             self._closing = True
-            self._wake.notify()
+            self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        connection = _connect(self.path)
+        connection: sqlite3.Connection | None = None
         try:
-            _prepare(connection)
             while True:
                 with self._lock:
                     if not self._queue.operations and not self._closing:
@@ -229,17 +269,26 @@ class SqliteBackup:
                     self._queue.operations = []
                     closing = self._closing
                 if operations:
-                    self._commit(connection, operations)
+                    connection = self._commit(connection, operations)
                 if closing:
                     return
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
-    def _commit(self, connection: sqlite3.Connection,
-                operations: list[tuple[int, int, RuleRecord | None]]) -> None:
+    def _commit(self, connection: sqlite3.Connection | None,
+                operations: list[tuple[int, int, RuleRecord | None]]) -> sqlite3.Connection | None:
+        """Write one batch; on any failure keep it (in order, ahead of newer changes) for the
+        next round, and start over with a new connection. Returns the connection to go on with."""
         try:
+            if connection is None:
+                connection = _connect(self.path)
+                _prepare(connection)
             _write(connection, operations)
-        except sqlite3.Error as exc:  # e.g. disk full: keep the changes and try again
+        except Exception as exc:  # noqa: BLE001 - disk full, I/O error, a bug: never lose the batch
+            if connection is not None:
+                connection.close()
+            connection = None
             self.failures += 1
             if str(exc) != self.last_error:
                 log.error("rules backup: cannot write %s (will retry): %s", self.path, exc)
@@ -247,7 +296,7 @@ class SqliteBackup:
             with self._lock:
                 self._queue.operations[:0] = operations
             time.sleep(min(1.0, self.flush_interval * 2 ** min(self.failures, 5)))
-            return
+            return None
         if self.last_error is not None:
             log.warning("rules backup: writing %s again", self.path)
         self.last_error = None
@@ -259,6 +308,7 @@ class SqliteBackup:
                 if queue.unacknowledged.get(rule_id) == seq:
                     del queue.unacknowledged[rule_id]
             self._wake.notify_all()
+        return connection
 
 
 def read_records(path: Path) -> Iterator[RuleRecord]:
@@ -311,6 +361,8 @@ def _write(connection: sqlite3.Connection,
             if saving:
                 _execute_in_chunks(connection, _UPSERT_HEAD, _ROW_PLACEHOLDERS,
                                    [record_row(r) for _, _, r in batch if r])
+                # Ids are never given twice, even after the highest ones are deleted.
+                connection.execute(_NEXT_ID, (max(rule_id for _, rule_id, _ in batch) + 1,))
             else:
                 _execute_in_chunks(connection, _DELETE_HEAD, "?",
                                    [(rule_id,) for _, rule_id, _ in batch])
@@ -353,9 +405,11 @@ def _decode_rows(rows: Any) -> tuple[list[RuleRecord], int]:
 
 
 def _salvage(aside: Path) -> tuple[list[RuleRecord], int]:
-    """Every row still readable in a damaged file, read from a scratch copy (the file set
-    aside stays exactly as it was found). Reads in id order by chunks; a chunk that hits a bad
-    page is retried row by row, so one damaged page costs only the rows on it."""
+    """Every row still readable in a damaged file, read from a scratch copy (the file set aside
+    stays exactly as it was found), in id order by chunks. Past a chunk that hits a bad page
+    it finds the next readable id by probing ever further ahead, then narrowing down, so one
+    bad page costs the rows on it and a few dozen queries, however sparse the ids are; a cut
+    (truncated) file yields everything before the cut."""
     records: list[RuleRecord] = []
     bad = 0
     with tempfile.TemporaryDirectory(prefix="rules-salvage-") as scratch:
@@ -363,37 +417,129 @@ def _salvage(aside: Path) -> tuple[list[RuleRecord], int]:
         for suffix in ("", "-wal"):
             if Path(f"{aside}{suffix}").exists():
                 shutil.copyfile(f"{aside}{suffix}", f"{copy}{suffix}")
+        _pad_to_header_size(copy)
         try:
             connection = sqlite3.connect(copy)
-            highest = connection.execute("SELECT max(id) FROM rules").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
+            connection.execute("SELECT 1 FROM rules LIMIT 0")
+        except sqlite3.Error as exc:
             log.error("rules backup: nothing salvageable in %s: %s", aside, exc)
             return [], 0
-        try:
-            last = 0
-            while highest is not None and last < highest:
+        with contextlib.closing(connection):
+            last = 0  # rows up to this id are read or lost
+            while True:
+                rows: list[tuple[Any, ...]] | None
                 try:
-                    rows = connection.execute(_SELECT + " WHERE id > ? ORDER BY id LIMIT ?",
-                                              (last, SALVAGE_CHUNK)).fetchall()
-                except sqlite3.DatabaseError:
-                    rows = []
-                    for rule_id in range(last + 1, min(last + SALVAGE_CHUNK, highest) + 1):
-                        try:
-                            rows += connection.execute(_SELECT + " WHERE id = ?",
-                                                       (rule_id,)).fetchall()
-                        except sqlite3.DatabaseError:
-                            continue
-                    last = min(last + SALVAGE_CHUNK, highest)
-                    found, bad_rows = _decode_rows(rows)
-                    records += found
-                    bad += bad_rows
-                    continue
+                    rows = _ascending(connection.execute(
+                        _SELECT + " WHERE id > ? ORDER BY id LIMIT ?",
+                        (last, SALVAGE_CHUNK)).fetchall(), last)
+                except sqlite3.Error:
+                    rows = _first_row_after(connection, last)
+                    if not rows:
+                        found = _next_readable_id(connection, last)
+                        if found is None:
+                            break
+                        last = max(found - 1, last + 1)  # always forward
+                        continue
                 if not rows:
                     break
-                found, bad_rows = _decode_rows(rows)
-                records += found
+                got, bad_rows = _decode_rows(rows)
+                records += got
                 bad += bad_rows
                 last = rows[-1][0]
-        finally:
-            connection.close()
     return records, bad
+
+
+def _pad_to_header_size(copy: Path) -> None:
+    """A cut file is shorter than its header says, which SQLite refuses as a whole; zero pages
+    in place of the missing ones read as damaged pages instead, which salvage skips."""
+    with open(copy, "r+b") as file:
+        header = file.read(100)
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+            return
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        wanted = page_size * int.from_bytes(header[28:32], "big")
+        if wanted > os.fstat(file.fileno()).st_size:
+            file.truncate(wanted)
+
+
+def _ascending(rows: list[tuple[Any, ...]], last: int) -> list[tuple[Any, ...]]:
+    """Rows up to the first whose id does not go up (a damaged page can read as nonsense rows;
+    salvage must still only move forward). Raises sqlite3.DatabaseError if none goes up while
+    some were returned, so the caller probes past them."""
+    good = []
+    for row in rows:
+        if not isinstance(row[0], int) or row[0] <= last:
+            break
+        good.append(row)
+        last = row[0]
+    if rows and not good:
+        raise sqlite3.DatabaseError("rows out of order")
+    return good
+
+
+def _first_row_after(connection: sqlite3.Connection, last: int) -> list[tuple[Any, ...]] | None:
+    try:
+        return _ascending(connection.execute(
+            _SELECT + " WHERE id > ? ORDER BY id LIMIT 1", (last,)).fetchall(), last) or None
+    except sqlite3.Error:
+        return None
+
+
+def _next_readable_id(connection: sqlite3.Connection, last: int) -> int | None:
+    """The smallest id > last from which a read works (None: nothing further reads)."""
+    def readable(start: int) -> list[tuple[Any, ...]] | None:
+        try:
+            return _ascending(connection.execute(  # whole rows: reading only ids can pass
+                _SELECT + " WHERE id >= ? ORDER BY id LIMIT 1", (start,)).fetchall(), start - 1)
+        except sqlite3.Error:
+            return None
+
+    step = 1
+    while step <= MAX_ID:  # ever further ahead ...
+        found = readable(last + 1 + step)
+        if found is not None:
+            break
+        step *= 2
+    else:
+        return None
+    if not found:
+        return None  # readable, and nothing there: the end
+    low, high = last + 1 + step // 2, last + 1 + step  # ... then the first start that reads
+    while low < high:
+        middle = (low + high) // 2
+        if readable(middle) is None:
+            low = middle + 1
+        else:
+            high = middle
+    rows = readable(high)
+    return rows[0][0] if rows else None
+
+
+def _raise_if_damage(exc: sqlite3.Error) -> None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        raise _Damaged(str(exc).splitlines()[0]) from None
+
+
+def _unused_name(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    candidate = path.with_name(f"{path.name}.corrupt-{stamp}")
+    number = 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.corrupt-{stamp}-{number}")
+    return candidate
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stored_next_id(connection: sqlite3.Connection) -> int:
+    row = connection.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()
+    return int(row[0]) if row is not None else 1

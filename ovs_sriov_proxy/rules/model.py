@@ -102,6 +102,17 @@ class SetQueue:
 Action = Output | SetField | PushVlan | PopVlan | SetQueue
 
 
+def canonical_actions(actions: tuple[Action, ...]) -> tuple[Action, ...]:
+    """Actions with max_len kept only where it means something (output to CONTROLLER):
+    switches and controllers fill it as they please elsewhere (os-ken 0xffe5, OVS 0), and two
+    rules that differ only there are the same rule."""
+    if all(not isinstance(a, Output) or a.port == OFPP_CONTROLLER or a.max_len == 0xFFFF
+           for a in actions):
+        return actions
+    return tuple(Output(a.port) if isinstance(a, Output) and a.port != OFPP_CONTROLLER else a
+                 for a in actions)
+
+
 @dataclass(frozen=True, slots=True)
 class FlowRule:
     """One rule of the proxy's store.

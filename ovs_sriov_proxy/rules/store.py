@@ -13,6 +13,7 @@ when it expires. Both are wall-clock times, because they must mean the same afte
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import time
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,7 @@ from .model import FlowRule
 
 PROXY_COOKIE_TAG = 0x5052 << 48  # "PR": flows the proxy installed from its own rules
 COOKIE_TAG_MASK = 0xFFFF << 48
-RULE_ID_MASK = 0xFFFFFFFF
+RULE_ID_MASK = (1 << 48) - 1  # the cookie's low 48 bits: ids never run out, nor wrap
 # Origins of rules the operator made; any other origin is the controller a rule was learned from.
 LOCAL_ORIGINS = frozenset({"config", "cli", "import", "vm"})
 
@@ -92,6 +93,13 @@ class RuleStore:
                     classifier.add(rule_id, rule)
         return classifier
 
+    def ids_after(self, after: int, limit: int | None = None) -> list[int]:
+        """Rule ids above `after`, ascending, at most `limit` (export pages: rules are kept in
+        insertion order, which is id order, so one page costs its own size plus a bisection)."""
+        ordered = list(self._rules)
+        start = bisect.bisect_right(ordered, after)
+        return ordered[start:] if limit is None else ordered[start:start + limit]
+
     def find(self, rule: FlowRule) -> int | None:
         """The id of a rule equal to `rule` (same bridge and origin too), if there is one."""
         return self._ids_by_rule.get(rule)
@@ -110,10 +118,15 @@ class RuleStore:
         return rule_id
 
     def restore(self, rule_id: int, rule: FlowRule, meta: RuleMeta) -> None:
-        """Put back a rule from the backup under its old id (the listener already has it)."""
-        if rule_id in self._rules:
-            raise ValueError(f"rule id {rule_id} is already in use")
+        """Put back a rule from the backup under its old id (the listener already has it).
+        Ids must come in ascending order, above every id in use: the store keeps id order."""
+        if rule_id < self._next_id:
+            raise ValueError(f"rule id {rule_id} is not above the ids in use")
         self._insert(rule_id, rule, meta)
+
+    def reserve_ids(self, next_id: int) -> None:
+        """Never give out ids below `next_id` (they were used before a restart)."""
+        self._next_id = max(self._next_id, next_id)
 
     def restore_many(self, records: Iterable[tuple[int, FlowRule, RuleMeta]]) -> None:
         """restore() for a whole backup, before any bridge has a classifier (a million rules:
@@ -126,15 +139,14 @@ class RuleStore:
                                                self._expiries)
         highest = self._next_id - 1
         for rule_id, rule, meta in records:
-            if rule_id in rules:
-                raise ValueError(f"rule id {rule_id} is already in use")
+            if rule_id <= highest:  # ascending ids keep _rules in id order (see ids_after)
+                raise ValueError(f"rule id {rule_id} is not above the ids in use")
+            highest = rule_id
             rules[rule_id] = rule
             metas[rule_id] = meta
             ids_by_rule.setdefault(rule, rule_id)
             if meta.expires_at is not None:
                 expiries.append((meta.expires_at, rule_id))
-            if rule_id > highest:
-                highest = rule_id
         heapq.heapify(expiries)
         self._next_id = highest + 1
 
@@ -168,9 +180,27 @@ class RuleStore:
             return
         meta = self._meta[rule_id] = RuleMeta(meta.inserted_at, expires_at)
         if expires_at is not None:
-            heapq.heappush(self._expiries, (expires_at, rule_id))
+            self._push_expiry(expires_at, rule_id)
         if self.listener is not None:
             self.listener.rule_saved(rule_id, self._rules[rule_id], meta)
+
+    def renew(self, rule_id: int, now: float) -> None:
+        """The rule was given again at `now` (a controller re-sent its flow): its lifetime, a
+        hard timeout, starts over."""
+        rule = self._rules[rule_id]
+        meta = self._meta[rule_id] = RuleMeta(
+            now, now + rule.hard_timeout if rule.hard_timeout else None)
+        if meta.expires_at is not None:
+            self._push_expiry(meta.expires_at, rule_id)
+        if self.listener is not None:
+            self.listener.rule_saved(rule_id, rule, meta)
+
+    def _push_expiry(self, expires_at: float, rule_id: int) -> None:
+        heapq.heappush(self._expiries, (expires_at, rule_id))
+        if len(self._expiries) > 2 * len(self._meta) + 64:  # stale entries (flapping links)
+            self._expiries = [(m.expires_at, i) for i, m in self._meta.items()
+                              if m.expires_at is not None]
+            heapq.heapify(self._expiries)
 
     def next_expiry(self) -> float | None:
         return self._expiries[0][0] if self._expiries else None
