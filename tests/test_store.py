@@ -72,3 +72,47 @@ def test_ids_after_pages_in_id_order() -> None:
     new = store.add(flow(3))
     assert new == 10
     assert store.ids_after(0) == [3, 9, 10] and store.ids_after(3, 1) == [9]
+
+
+def test_a_rule_held_twice_is_still_found_after_either_copy_goes() -> None:
+    store = RuleStore()
+    first = store.add(flow(1))
+    second = store.add(flow(1))  # an import or a restore can bring a rule that is there already
+    third = store.add(flow(1))
+    assert store.find(flow(1)) == first
+    store.remove(first)
+    assert store.find(flow(1)) == second
+    store.remove(third)
+    assert store.find(flow(1)) == second
+    store.remove(second)
+    assert store.find(flow(1)) is None
+
+
+def test_restore_many_matches_restore_one_by_one() -> None:
+    records = [(3, flow(1), RuleMeta(1.0, 50.0)), (4, flow(2), RuleMeta(1.0, None)),
+               (9, flow(1), RuleMeta(2.0, 20.0)), (12, flow(3, origin="x"), RuleMeta(3.0, 40.0))]
+    for batch in (records[1:2], records):  # without a duplicate rule, and with one
+        one_by_one, at_once = RuleStore(), RuleStore()
+        for record in batch:
+            one_by_one.restore(*record)
+        at_once.restore_many(iter(batch))
+        assert list(at_once.items()) == list(one_by_one.items())
+        for rule_id, rule, meta in batch:
+            assert at_once.meta(rule_id) == meta
+            assert at_once.find(rule) == one_by_one.find(rule)
+        assert at_once.next_expiry() == one_by_one.next_expiry()
+        assert at_once.add(flow(7)) == one_by_one.add(flow(7)) == batch[-1][0] + 1
+    at_once.remove(3)
+    assert at_once.find(flow(1)) == 9
+    assert [rule_id for rule_id, _ in at_once.expire(45).removed] == [9, 12]
+
+
+def test_restore_many_refuses_ids_out_of_order() -> None:
+    store = RuleStore()
+    store.restore(5, flow(1), RuleMeta(0.0))
+    for ids in ((4, 6), (6, 6), (7, 6)):
+        try:
+            store.restore_many([(i, flow(10 + n), RuleMeta(0.0)) for n, i in enumerate(ids)])
+        except ValueError:
+            continue
+        raise AssertionError(f"ids {ids} were accepted")

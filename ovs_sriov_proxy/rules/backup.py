@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .model import FlowRule
-from .records import RecordError, RuleRecord, decode_rows, record_row
+from .records import DecodeCache, RecordError, RuleRecord, decode_rows, record_row
 from .store import RuleMeta
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,16 @@ class SqliteBackup:
                 if not {"meta", "rules"} <= tables:
                     raise _Damaged(f"not a rules backup (tables: {', '.join(sorted(tables))})")
                 _check_schema_version(connection)
-                check = connection.execute("PRAGMA quick_check").fetchone()[0]
-                if check != "ok":
-                    lines = check.splitlines()
-                    raise _Damaged(f"integrity check failed: {lines[0]}"
-                                   + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
-                records, bad = _decode_rows(connection.execute(_SELECT + " ORDER BY id"))
+                # The integrity check reads the whole file in one SQLite call, which releases
+                # the GIL: run on its own connection, it costs a restore no time where a second
+                # core is free (a tenth of restoring a million rules otherwise).
+                check = _IntegrityCheck(self.path)
+                try:
+                    records, bad = _decode_rows(connection.execute(_SELECT + " ORDER BY id"))
+                finally:  # never leave a reader on a file that may be set aside next
+                    problem = check.result()
+                if problem is not None:
+                    raise _Damaged(problem)
             except sqlite3.Error as exc:
                 _raise_if_damage(exc)
                 raise
@@ -385,17 +389,47 @@ def _execute_in_chunks(connection: sqlite3.Connection, head: str, placeholders: 
         connection.execute(head + ",".join([placeholders] * len(chunk)) + _TAIL[head], values)
 
 
+class _IntegrityCheck:
+    """PRAGMA quick_check of a file in a thread of its own; result() waits for its verdict."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._verdict: str | None = None
+        self._error: sqlite3.Error | None = None
+        self._thread = threading.Thread(target=self._run, name="backup-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)) as c:
+                self._verdict = c.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.Error as exc:
+            self._error = exc
+
+    def result(self) -> str | None:
+        """None when the file is sound, else what is wrong; raises the check's sqlite3.Error."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._verdict == "ok":
+            return None
+        lines = (self._verdict or "no verdict").splitlines()
+        return (f"integrity check failed: {lines[0]}"
+                + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
+
+
 def _decode_rows(rows: Any) -> tuple[list[RuleRecord], int]:
     """Decode in chunks; a chunk with a bad row is redone row by row to skip just that row."""
     records: list[RuleRecord] = []
     bad = 0
+    cache = DecodeCache()
     while chunk := rows.fetchmany(10_000) if hasattr(rows, "fetchmany") else rows:
         try:
-            records += decode_rows(chunk)
+            records += decode_rows(chunk, cache)
         except (RecordError, ValueError, TypeError):
             for row in chunk:
                 try:
-                    records += decode_rows([row])
+                    records += decode_rows([row], cache)
                 except (RecordError, ValueError, TypeError) as exc:
                     bad += 1
                     log.error("rules backup: rule %s cannot be read back: %s", row[0], exc)

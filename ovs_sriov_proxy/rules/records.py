@@ -116,13 +116,31 @@ _RULE_SLOTS = tuple(getattr(FlowRule, name).__set__ for name in (  # type: ignor
     "match", "actions", "priority", "idle_timeout", "hard_timeout", "bridge", "origin", "text"))
 
 
-def decode_rows(rows: list[tuple[Any, ...]]) -> list[RuleRecord]:
+class DecodeCache:
+    """Shared by every chunk of one restore: each distinct origin, bridge and text becomes one
+    string object, and each distinct action list's text is parsed once into one tuple. A
+    hypervisor's rules repeat a few action lists, and parsing each rule's JSON again was a third
+    of a restore. Actions are immutable, so rules may share them."""
+
+    __slots__ = ("strings", "actions", "masks")
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.actions: dict[str, tuple[Action, ...]] = {}
+        self.masks: dict[bytes, int] = {}  # few distinct masks; each a ~100-byte int
+
+
+def decode_rows(rows: list[tuple[Any, ...]], cache: DecodeCache | None = None) -> list[RuleRecord]:
     """Records from backup rows as a restore reads them (backup._SELECT: every column but the
     cookie). The hot loop of a restore, where every microsecond per rule counts."""
     from_bytes = int.from_bytes
-    actions_of = actions_from_text
-    strings: dict[str, str] = {}  # one object per distinct origin/bridge/text, not per rule
-    intern = strings.setdefault
+    new_tuple = tuple.__new__
+    cache = cache or DecodeCache()
+    intern = cache.strings.setdefault
+    parsed = cache.actions
+    known = parsed.get
+    masks = cache.masks
+    known_mask = masks.get
     set_match, set_actions, set_priority, set_idle, set_hard, set_bridge, set_origin, set_text = (
         _RULE_SLOTS)
     records = []
@@ -130,21 +148,29 @@ def decode_rows(rows: list[tuple[Any, ...]]) -> list[RuleRecord]:
          text, inserted_at, expires_at) in rows:
         match = _new(Match)
         value = from_bytes(value, "big")
-        mask = from_bytes(mask, "big")
+        mask_bytes = mask
+        mask = known_mask(mask_bytes)
+        if mask is None:
+            mask = masks[mask_bytes] = from_bytes(mask_bytes, "big")
         if value & mask != value:
             raise RecordError(f"rule {rule_id}: match value has bits outside its mask")
         _set_value(match, value)
         _set_mask(match, mask)
         rule = _new(FlowRule)
         set_match(rule, match)
-        set_actions(rule, actions_of(actions))
+        decoded = known(actions)
+        if decoded is None:
+            decoded = parsed[actions] = actions_from_text(actions)
+        set_actions(rule, decoded)
         set_priority(rule, priority)
         set_idle(rule, idle_timeout)
         set_hard(rule, hard_timeout)
         set_bridge(rule, bridge if bridge is None else intern(bridge, bridge))
         set_origin(rule, intern(origin, origin))
         set_text(rule, intern(text, text))
-        records.append(RuleRecord(rule_id, rule, RuleMeta(inserted_at, expires_at)))
+        # tuple.__new__ skips the NamedTuples' Python-level __new__ (same objects).
+        records.append(new_tuple(RuleRecord, (rule_id, rule,
+                                              new_tuple(RuleMeta, (inserted_at, expires_at)))))
     return records
 
 
