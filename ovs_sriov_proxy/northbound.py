@@ -45,7 +45,7 @@ from .bands import (
     view_flow_mod,
 )
 from .config import RETAIN_DROP, RETAIN_KEEP, ControllerConfig, TlsConfig
-from .openflow import codec, flows, switch_side, translate
+from .openflow import codec, flows, switch_side, translate, wellformed
 from .openflow.framing import (
     OFP10,
     OFPBRC_BAD_LEN,
@@ -785,6 +785,7 @@ def _set_flow_mod_buffer_id(raw: bytearray, version: int, buffer_id: int) -> Non
 def _decode_flow_mod(message: Message) -> Any:
     parser = codec.parser(message.version)
     try:
+        wellformed.check_flow_mod(message.version, message.raw)  # or os-ken may loop forever
         return parser.OFPFlowMod.parser(codec.datapath(message.version), message.version,
                                         message.type, len(message.raw), message.xid, message.raw)
     except Exception as exc:  # os-ken raises many kinds on bad input

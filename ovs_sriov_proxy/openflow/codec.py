@@ -25,6 +25,7 @@ from os_ken.ofproto import (
     ofproto_v1_5_parser,
 )
 
+from . import wellformed
 from .framing import (
     OFP10,
     OFP13,
@@ -82,6 +83,7 @@ def decode(message: Message) -> Any:
     cls = parser(message.version)._MSG_PARSERS.get(message.type)
     if cls is None:  # pragma: no cover - every allow-listed type has a parser
         raise ValueError(f"os-ken has no parser for type {message.type}")
+    wellformed.check(message.version, message.type, message.raw)  # or os-ken may loop forever
     try:
         msg = cls(datapath(message.version), message.version, message.type, len(message.raw),
                   message.xid, message.raw)

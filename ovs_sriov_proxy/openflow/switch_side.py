@@ -69,6 +69,7 @@ from .framing import (
     simple_message,
 )
 from .packet import OXM_CLASS_OPENFLOW_BASIC, OXM_FIELD_IN_PORT, port_from_of10
+from .wellformed import check_actions
 
 __all__ = [
     "CONTROLLER_MESSAGES", "ENCODED_HERE", "AsyncConfig", "Decoding", "PacketOut", "PortDesc",
@@ -604,17 +605,6 @@ def _checked(version: int, msg_type: int, raw: bytes, what: str, min_len: int) -
         raise RemoteProtocolError(f"{what} of {length} bytes is shorter than {min_len}")
 
 
-def _check_actions(raw: bytes, start: int, end: int) -> None:
-    offset = start
-    while offset < end:
-        if end - offset < 8:
-            raise RemoteProtocolError("PACKET_OUT action list ends inside an action")
-        _, length = _TLV.unpack_from(raw, offset)
-        if length < 8 or length % 8 or offset + length > end:
-            raise RemoteProtocolError(f"PACKET_OUT action of length {length} does not fit")
-        offset += length
-
-
 _PO10 = struct.Struct("!IHH")  # buffer_id, in_port, actions_len
 _PO13 = struct.Struct("!IIH6x")  # buffer_id, in_port, actions_len
 _PO15 = struct.Struct("!IH2xHH")  # buffer_id, actions_len, match type, match length
@@ -647,7 +637,7 @@ def decode_packet_out(version: int, raw: bytes) -> PacketOut:
     data_at = actions_at + actions_len
     if data_at > len(raw):
         raise RemoteProtocolError(f"PACKET_OUT actions length {actions_len} does not fit")
-    _check_actions(raw, actions_at, data_at)
+    check_actions(raw, actions_at, data_at, "PACKET_OUT action list")
     return PacketOut(buffer_id, in_port, raw[actions_at:data_at], raw[data_at:], match_fields)
 
 

@@ -38,7 +38,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as of13p
 
 from ..rules.fields import FIELDS
 from ..rules.model import OFPP_ANY, OFPP_CONTROLLER, Action, Match, Output, SetField, SetQueue
-from . import codec, flows, switch_side
+from . import codec, flows, switch_side, wellformed
 from .framing import (
     HEADER,
     HEADER_LEN,
@@ -318,6 +318,7 @@ def _decode(raw: bytes) -> Any:
     cls = codec.parser(version)._MSG_PARSERS.get(msg_type)
     if cls is None:  # pragma: no cover - only called for types os-ken parses
         raise ValueError(f"os-ken has no parser for type {msg_type}")
+    wellformed.check(version, msg_type, raw)  # or os-ken may loop forever
     try:
         return cls(codec.datapath(version), version, msg_type, len(raw), xid, raw)
     except Exception as exc:  # os-ken raises struct, index, key and its own errors on bad input

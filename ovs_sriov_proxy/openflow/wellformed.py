@@ -1,0 +1,140 @@
+"""Structure checks that run before os-ken parses a message a peer sent.
+
+os-ken's parsers walk TLV lists by each element's own length, and skip an instruction of a type
+they do not know without moving on: an unknown instruction, or an instruction or flow entry of
+length 0, makes them loop forever. tests/test_translate.py's fuzzing found it: one FLOW_MOD from
+a controller hung the whole proxy. These checks walk the same lists by hand (os-ken has no
+validator) and refuse, as the sender's fault, any list that would not advance or does not fit.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from os_ken.ofproto import ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser
+
+from .framing import HEADER_LEN, OFP10, RemoteProtocolError
+
+OFPT_FLOW_REMOVED = 11
+OFPT_FLOW_MOD = 14
+OFPT_MULTIPART_REPLY = {OFP10: 17}  # OFPT_STATS_REPLY in 1.0; 19 from 1.3 on
+OFPMP_FLOW = 1  # OFPST_FLOW in 1.0
+OFPMP_FLOW_DESC_15 = 1  # 1.5 renamed it; same number, another entry layout
+OFPMT_OXM = 1
+_TLV = struct.Struct("!HH")
+_U16 = struct.Struct("!H")
+_FLOW_MOD_FIXED = {OFP10: HEADER_LEN + 64}  # header + match(40) + fixed fields; 1.3+: 48
+_FLOW_MOD_MATCH_AT = HEADER_LEN + 40  # 1.3, 1.4 and 1.5
+_FLOW_REMOVED_MATCH_AT = HEADER_LEN + 40  # 1.3 and 1.4
+_FLOW_REMOVED_MATCH_AT_15 = HEADER_LEN + 16
+_MULTIPART_BODY_AT = {OFP10: HEADER_LEN + 4}  # type, flags; 1.3+: and 4 bytes of padding
+# A flow entry's fixed part before its match (1.3/1.4: ofp_flow_stats; 1.5: ofp_flow_desc).
+_FLOW_ENTRY_MATCH_AT = {0x04: 48, 0x05: 48, 0x06: 24}
+_FLOW_ENTRY_10_FIXED = 88  # length .. byte_count, match included
+# Instruction types each version's parser knows (it returns None for any other and stalls).
+_INSTRUCTION_TYPES = {
+    0x04: frozenset(ofproto_v1_3_parser.OFPInstruction._INSTRUCTION_TYPES),
+    0x05: frozenset(ofproto_v1_4_parser.OFPInstruction._INSTRUCTION_TYPES),
+    0x06: frozenset(ofproto_v1_5_parser.OFPInstruction._INSTRUCTION_TYPES),
+}
+_ACTION_LIST_INSTRUCTIONS = frozenset({3, 4})  # WRITE_ACTIONS, APPLY_ACTIONS
+
+
+def check(version: int, msg_type: int, raw: bytes) -> None:
+    """Raise RemoteProtocolError if os-ken could not walk this message's lists safely.
+    Messages without lists of variable elements pass unchecked."""
+    if msg_type == OFPT_FLOW_MOD:
+        check_flow_mod(version, raw)
+    elif msg_type == OFPT_FLOW_REMOVED and version != OFP10:
+        check_match(raw, _FLOW_REMOVED_MATCH_AT_15 if version == 0x06 else _FLOW_REMOVED_MATCH_AT,
+                    len(raw))
+    elif msg_type == OFPT_MULTIPART_REPLY.get(version, 19):
+        _check_multipart_reply(version, raw)
+
+
+def check_actions(raw: bytes, start: int, end: int, what: str = "action list") -> None:
+    offset = start
+    while offset < end:
+        if end - offset < 8:
+            raise RemoteProtocolError(f"{what} ends inside an action")
+        _, length = _TLV.unpack_from(raw, offset)
+        if length < 8 or length % 8 or offset + length > end:
+            raise RemoteProtocolError(f"{what}: an action of length {length} does not fit")
+        offset += length
+
+
+def check_instructions(version: int, raw: bytes, start: int, end: int) -> None:
+    known = _INSTRUCTION_TYPES[version]
+    offset = start
+    while offset < end:
+        if end - offset < 8:
+            raise RemoteProtocolError("instruction list ends inside an instruction")
+        kind, length = _TLV.unpack_from(raw, offset)
+        if kind not in known:
+            raise RemoteProtocolError(f"unknown instruction type {kind}")
+        if length < 8 or length % 8 or offset + length > end:
+            raise RemoteProtocolError(f"an instruction of length {length} does not fit")
+        if kind in _ACTION_LIST_INSTRUCTIONS:
+            check_actions(raw, offset + 8, offset + length, "instruction's action list")
+        offset += length
+
+
+def check_match(raw: bytes, at: int, end: int) -> int:
+    """Check an OXM match's header at `at`; return where what follows it (padded) begins."""
+    if end - at < 4:
+        raise RemoteProtocolError("message ends inside its match")
+    kind, length = _TLV.unpack_from(raw, at)
+    if kind != OFPMT_OXM or length < 4:
+        raise RemoteProtocolError(f"match of type {kind} and length {length}")
+    after = at + (length + 7) // 8 * 8
+    if after > end:
+        raise RemoteProtocolError(f"match of length {length} does not fit")
+    return after
+
+
+def check_flow_mod(version: int, raw: bytes) -> None:
+    if version == OFP10:
+        fixed = _FLOW_MOD_FIXED[OFP10]
+        if len(raw) < fixed:
+            raise RemoteProtocolError("FLOW_MOD shorter than its fixed part")
+        check_actions(raw, fixed, len(raw), "FLOW_MOD action list")
+        return
+    after = check_match(raw, _FLOW_MOD_MATCH_AT, len(raw))
+    check_instructions(version, raw, after, len(raw))
+
+
+def _check_multipart_reply(version: int, raw: bytes) -> None:
+    body_at = _MULTIPART_BODY_AT.get(version, HEADER_LEN + 8)
+    if len(raw) < body_at:
+        raise RemoteProtocolError("multipart reply shorter than its header")
+    (kind,) = _U16.unpack_from(raw, HEADER_LEN)
+    if kind != OFPMP_FLOW:
+        return
+    offset, end = body_at, len(raw)
+    minimum = _FLOW_ENTRY_10_FIXED if version == OFP10 else _FLOW_ENTRY_MATCH_AT[version] + 8
+    while offset < end:
+        if end - offset < 2:
+            raise RemoteProtocolError("flow statistics end inside an entry")
+        (length,) = _U16.unpack_from(raw, offset)
+        if length < minimum or length % 8 or offset + length > end:
+            raise RemoteProtocolError(f"a flow statistics entry of length {length} does not fit")
+        entry_end = offset + length
+        if version == OFP10:
+            check_actions(raw, offset + _FLOW_ENTRY_10_FIXED, entry_end, "flow entry's actions")
+        else:
+            after = check_match(raw, offset + _FLOW_ENTRY_MATCH_AT[version], entry_end)
+            if version == 0x06:  # 1.5 entries carry statistics (OXS) between the two
+                after = _skip_stats(raw, after, entry_end)
+            check_instructions(version, raw, after, entry_end)
+        offset = entry_end
+
+
+def _skip_stats(raw: bytes, at: int, end: int) -> int:
+    """Where what follows a 1.5 ofp_stats (OXS list, padded to 8) at `at` begins."""
+    if end - at < 4:
+        raise RemoteProtocolError("flow entry ends inside its statistics")
+    _, length = _TLV.unpack_from(raw, at)
+    after = at + (length + 7) // 8 * 8
+    if length < 4 or after > end:
+        raise RemoteProtocolError(f"flow entry statistics of length {length} do not fit")
+    return after

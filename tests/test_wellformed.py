@@ -1,0 +1,104 @@
+"""Lists os-ken would walk forever are refused before it sees them (openflow/wellformed.py)."""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from os_ken.ofproto import ofproto_protocol
+from os_ken.ofproto import ofproto_v1_0 as o10
+from os_ken.ofproto import ofproto_v1_0_parser as p10
+from os_ken.ofproto import ofproto_v1_3 as o13
+from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+from ovs_sriov_proxy.openflow import codec, wellformed
+from ovs_sriov_proxy.openflow.framing import OFP10, OFP13, Message, RemoteProtocolError
+from ovs_sriov_proxy.openflow.translate import translate
+
+DP13 = ofproto_protocol.ProtocolDesc(OFP13)
+DP10 = ofproto_protocol.ProtocolDesc(OFP10)
+# The FLOW_MOD the translation fuzzing found: after its match comes an instruction of type
+# 0xed, which os-ken's parser skips without moving on, forever.
+HANGS_OS_KEN = bytes.fromhex(
+    "040e005200001234000000000000000000370000000000000000000000007200ffffffff00000000000000"
+    "00000000000001000c80000004000000010000000000ed0018000000000000001000000002ffe5")
+
+
+def build(msg: Any) -> bytearray:
+    msg.set_xid(7)
+    msg.serialize()
+    return bytearray(msg.buf)
+
+
+def flow_mod13() -> bytearray:
+    return build(p13.OFPFlowMod(DP13, match=p13.OFPMatch(in_port=1), instructions=[
+        p13.OFPInstructionActions(o13.OFPIT_APPLY_ACTIONS, [p13.OFPActionOutput(2)])]))
+
+
+def finishes(call: Callable[[], Any], seconds: float = 5.0) -> BaseException | None:
+    """Run `call` in a thread; fail the test if it has not returned within `seconds`."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still running after {seconds} s"
+    return outcome[0]
+
+
+def test_the_flow_mod_that_hung_os_ken_is_refused_at_once() -> None:
+    assert isinstance(finishes(lambda: translate(HANGS_OS_KEN, OFP10)), RemoteProtocolError)
+    with pytest.raises(RemoteProtocolError, match="unknown instruction type 237"):
+        wellformed.check_flow_mod(OFP13, HANGS_OS_KEN)
+
+
+@pytest.mark.parametrize("offset, value, problem", [
+    (66, 0, "an instruction of length 0"),       # the apply-actions instruction's length
+    (66, 12, "an instruction of length 12"),     # not a multiple of 8
+    (66, 64, "an instruction of length 64"),     # past the end
+    (74, 0, "an action of length 0"),            # the output action's length
+    (50, 0, "match of type 1 and length 0"),     # the match's length
+    (50, 400, "match of length 400"),
+])
+def test_broken_lengths_in_a_1_3_flow_mod(offset: int, value: int, problem: str) -> None:
+    raw = flow_mod13()
+    wellformed.check_flow_mod(OFP13, bytes(raw))  # the intact message passes
+    struct.pack_into("!H", raw, offset, value)
+    with pytest.raises(RemoteProtocolError, match=problem):
+        wellformed.check_flow_mod(OFP13, bytes(raw))
+    assert isinstance(finishes(lambda: translate(bytes(raw), OFP10)), RemoteProtocolError)
+
+
+def test_a_1_0_flow_mod_with_an_action_of_length_0() -> None:
+    raw = build(p10.OFPFlowMod(DP10, p10.OFPMatch(), 0, o10.OFPFC_ADD, 0, 0, 1, 0xFFFFFFFF,
+                               o10.OFPP_NONE, 0, [p10.OFPActionOutput(2)]))
+    wellformed.check_flow_mod(OFP10, bytes(raw))
+    struct.pack_into("!H", raw, 72 + 2, 0)
+    with pytest.raises(RemoteProtocolError, match="an action of length 0"):
+        wellformed.check_flow_mod(OFP10, bytes(raw))
+
+
+def test_a_flow_statistics_reply_with_an_entry_of_length_0_is_refused_by_the_decoder() -> None:
+    entry = bytearray(struct.pack("!HBxIIHHHH4xQQQ", 0, 0, 1, 2, 100, 0, 0, 0, 0, 0, 0))
+    match = bytearray()
+    p13.OFPMatch(in_port=1).serialize(match, 0)
+    entry += match
+    struct.pack_into("!H", entry, 0, len(entry))
+    header = struct.pack("!BBHIHH4x", OFP13, 19, 16 + len(entry), 9, 1, 0)
+    good = header + bytes(entry)
+    reply = codec.decode(Message(OFP13, 19, 9, good))
+    assert reply.body[0].match["in_port"] == 1
+    bad = bytearray(good)
+    struct.pack_into("!H", bad, 16, 0)
+    error = finishes(lambda: codec.decode(Message(OFP13, 19, 9, bytes(bad))))
+    assert isinstance(error, RemoteProtocolError) and "length 0" in str(error)
