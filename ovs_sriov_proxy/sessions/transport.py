@@ -14,6 +14,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from typing import cast
 
 from ..targets import PassiveTarget
 from .keepalive import SessionTiming
@@ -44,8 +45,8 @@ class SwitchConnection(asyncio.BufferedProtocol):
         self._read_view = memoryview(self._read_buffer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
         self.session = SwitchSession(self._server.versions, self._server.timing, time.monotonic())

@@ -13,6 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from typing import cast
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
@@ -44,8 +45,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._read_view = memoryview(bytearray(READ_BUFFER_BYTES))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         self.flush()
 
     def get_buffer(self, sizehint: int) -> memoryview:
