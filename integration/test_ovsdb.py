@@ -336,3 +336,21 @@ def test_controllers_lists_each_link_state(ovs, proxy_factory, tmp_path) -> None
                                                                    "away": ["connecting"]}
     text = appctl(target, "proxy/controllers").stdout
     assert f"tc: tcp:127.0.0.1:{controller_port}, priority 0\n  br0 (dpid 0000000000000001, OpenFlow13): connected" in text
+
+
+def test_the_proxy_starts_without_ovsdb_and_attaches_once_it_is_there(ovs, proxy_factory,
+                                                                       tmp_path) -> None:
+    ovs.allow_log(r"^(reconnect|jsonrpc|stream_unix|ovsdb_idl)\|(WARN|ERR)\|unix:\S*db\.sock",
+                  "ovs-vswitchd while the test has ovsdb-server killed")
+    ovs.add_bridge("br0", datapath_id=1, ports={"br0-p1": 1})
+    ovs.kill_daemon("ovsdb-server")
+    port = free_port()
+    proxy_factory(config(port, tmp_path, ovs))
+    target = tmp_path / "proxy.ctl"
+    # Up and answering without its database: OpenFlow and the control socket do not wait.
+    state = show(target)["ovsdb"]
+    assert state["connected"] is False and state["connects"] == 0
+    ovs.start_ovsdb()
+    wait_until(lambda: show(target)["ovsdb"]["connected"], 20, "the proxy connecting to OVSDB")
+    wait_until(lambda: settings(ovs, "br0") == attached_settings(port), 10, "br0 attached")
+    ovs.wait_connected("br0")
