@@ -444,6 +444,9 @@ def test_aggregate_port_table_and_desc_requests_both_ways() -> None:
         (p10.OFPPortStatsRequest(DP10, 0, o10.OFPP_NONE), p13.OFPPortStatsRequest(DP13, 0, o13.OFPP_ANY)),
         (p10.OFPPortStatsRequest(DP10, 0, 7), p13.OFPPortStatsRequest(DP13, 0, 7)),
         (p10.OFPTableStatsRequest(DP10, 0), p13.OFPTableStatsRequest(DP13, 0)),
+        (p10.OFPQueueStatsRequest(DP10, 0, o10.OFPP_ALL, o10.OFPQ_ALL),
+         p13.OFPQueueStatsRequest(DP13, 0, o13.OFPP_ANY, o13.OFPQ_ALL)),
+        (p10.OFPQueueStatsRequest(DP10, 0, 3, 1), p13.OFPQueueStatsRequest(DP13, 0, 3, 1)),
         (p10.OFPDescStatsRequest(DP10, 0), p13.OFPDescStatsRequest(DP13, 0)),
     ]
     for msg10, msg13 in pairs:
@@ -467,13 +470,30 @@ def test_a_port_desc_request_becomes_features_and_its_reply_port_desc() -> None:
 
 
 def test_statistics_without_a_counterpart_are_refused() -> None:
-    for raw in (build(p13.OFPGroupStatsRequest(DP13, 0)), build(p13.OFPMeterStatsRequest(DP13, 0)),
-                build(p13.OFPQueueStatsRequest(DP13, 0))):
+    for raw in (build(p13.OFPGroupStatsRequest(DP13, 0)), build(p13.OFPMeterStatsRequest(DP13, 0))):
         exc = refused(raw, OFP10)
         assert (exc.err_type, exc.code) == (o13.OFPET_BAD_REQUEST, o13.OFPBRC_BAD_MULTIPART)
     exc = refused(build(p13.OFPFlowStatsRequest(DP13, 0, 0xFF, o13.OFPP_ANY, o13.OFPG_ANY, 1, 1,
                                                 p13.OFPMatch())), OFP10)
     assert exc.code == o13.OFPBRC_BAD_MULTIPART
+
+
+def test_queue_stats_replies_both_ways() -> None:
+    entries10 = [struct.pack("!H2xIQQQ", 3, 1, 1000, 10, 1), struct.pack("!H2xIQQQ", 4, 0, 5, 1, 0)]
+    reply10 = struct.pack("!BBHIHH", OFP10, o10.OFPT_STATS_REPLY, 12 + 64, 0x1234,
+                          o10.OFPST_QUEUE, 0) + b"".join(entries10)
+    [reply13] = translate(reply10, OFP13)
+    got = parse(reply13)
+    assert got.type == o13.OFPMP_QUEUE and got.xid == 0x1234
+    assert [(q.port_no, q.queue_id, q.tx_bytes, q.tx_packets, q.tx_errors, q.duration_sec)
+            for q in got.body] == [(3, 1, 1000, 10, 1, 0), (4, 0, 5, 1, 0, 0)]
+    # And back: a port OF1.0 cannot name (above 0xff00) is left out.
+    unnamed = struct.pack("!IIQQQII", 0x10000, 2, 7, 7, 7, 9, 9)
+    reply13_more = (struct.pack("!BBHIHH4x", OFP13, o13.OFPT_MULTIPART_REPLY,
+                                16 + len(got.body) * 40 + 40, 0x1234, o13.OFPMP_QUEUE, 0)
+                    + reply13[16:] + unnamed)
+    [back] = translate(reply13_more, OFP10)
+    assert back == reply10
 
 
 def flow_entry13(match: Any, actions: list[Any], table_id: int = 0, **kw: Any) -> bytes:

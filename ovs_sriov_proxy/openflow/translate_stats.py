@@ -6,10 +6,10 @@ Replies come from the bridge and are decoded with os-ken where the bodies differ
 bodies that differ only in layout (tables, ports) or not at all (description, aggregate) are
 moved with `struct`.
 
-What is translated, by statistics type: DESC, FLOW, AGGREGATE, TABLE, PORT in both directions;
-OF1.3's PORT_DESC request to an OF1.0 bridge becomes a FEATURES_REQUEST, and the FEATURES_REPLY
-that answers it a PORT_DESC reply (OF1.0 lists ports in its features). QUEUE, GROUP, METER,
-TABLE_FEATURES and experimenter statistics have no counterpart: Untranslatable.
+What is translated, by statistics type: DESC, FLOW, AGGREGATE, TABLE, PORT and QUEUE in both
+directions; OF1.3's PORT_DESC request to an OF1.0 bridge becomes a FEATURES_REQUEST, and the
+FEATURES_REPLY that answers it a PORT_DESC reply (OF1.0 lists ports in its features). GROUP,
+METER, TABLE_FEATURES and experimenter statistics have no counterpart: Untranslatable.
 
 A flow entry of an OF1.3 reply that OF1.0 cannot show (another table's goto_table, groups,
 OXM fields OF1.0 lacks) is left out of the OF1.0 reply: the controller cannot have installed
@@ -59,7 +59,7 @@ from .translate import (
 )
 from .translate_errors import BRC_BAD_MULTIPART, BRC_BAD_PORT, ET_BAD_REQUEST
 
-ST_DESC, ST_FLOW, ST_AGGREGATE, ST_TABLE, ST_PORT = 0, 1, 2, 3, 4
+ST_DESC, ST_FLOW, ST_AGGREGATE, ST_TABLE, ST_PORT, ST_QUEUE = 0, 1, 2, 3, 4, 5
 MP_PORT_DESC = 13
 MORE = 1
 
@@ -73,6 +73,12 @@ _TABLE10 = struct.Struct("!B3x32sIIIQQ")
 _TABLE13 = struct.Struct("!B3xIQQ")
 _PORT10 = struct.Struct("!H6x12Q")
 _PORT13 = struct.Struct("!I4x12QII")
+_QUEUE_REQ10 = struct.Struct("!H2xI")  # port_no, queue_id
+_QUEUE_REQ13 = struct.Struct("!II")
+_QUEUE10 = struct.Struct("!H2xIQQQ")  # port_no, queue_id, tx_bytes, tx_packets, tx_errors
+_QUEUE13 = struct.Struct("!IIQQQII")  # ... and duration_sec, duration_nsec
+# A queue statistics request names every port with OFPP_ALL in OF1.0 and OFPP_ANY in OF1.3.
+OFPP10_ALL = 0xFFFC
 _FLOW10_HEAD = struct.Struct("!HBx")  # length, table_id; the match follows
 _FLOW10_TAIL = struct.Struct("!IIHHH6xQQQ")
 _FLOW13 = struct.Struct("!HBxIIHHHH4xQQQ")
@@ -143,6 +149,14 @@ def _request_body(version: int, stats_type: int, body: bytes) -> bytes:
                                     port_from_of10(port_no))
         (port_no,) = _PORT_REQ13.unpack_from(body)
         return _PORT_REQ10.pack(OFPP10_NONE if port_no == OFPP_ANY else _of10_port(port_no))
+    if stats_type == ST_QUEUE:
+        if version == OFP10:
+            port_no, queue_id = _QUEUE_REQ10.unpack_from(body)
+            return _QUEUE_REQ13.pack(OFPP_ANY if port_no == OFPP10_ALL else
+                                     port_from_of10(port_no), queue_id)
+        port_no, queue_id = _QUEUE_REQ13.unpack_from(body)
+        return _QUEUE_REQ10.pack(OFPP10_ALL if port_no == OFPP_ANY else _of10_port(port_no),
+                                 queue_id)
     raise Untranslatable(ET_BAD_REQUEST, BRC_BAD_MULTIPART,
                          f"statistics type {stats_type} has no counterpart")
 
@@ -186,6 +200,8 @@ def _reply_entries(version: int, stats_type: int, raw: bytes, body: bytes) -> li
         return _port_entries(version, body)
     if stats_type == ST_FLOW:
         return _flow_entries(version, raw)
+    if stats_type == ST_QUEUE:
+        return _queue_entries(version, body)
     raise Untranslatable(ET_BAD_REQUEST, BRC_BAD_MULTIPART,
                          f"statistics type {stats_type} has no counterpart")
 
@@ -219,6 +235,24 @@ def _port_entries(version: int, body: bytes) -> list[bytes]:
         except flows.Unrepresentable:
             continue  # a port number OF1.0 cannot name
         out.append(_PORT10.pack(port10, *counters[:12]))
+    return out
+
+
+def _queue_entries(version: int, body: bytes) -> list[bytes]:
+    out = []
+    if version == OFP10:
+        for offset in range(0, len(body) - _QUEUE10.size + 1, _QUEUE10.size):
+            port_no, queue_id, *counters = _QUEUE10.unpack_from(body, offset)
+            # OF1.0 does not say how long a queue has existed: 0, as for port statistics.
+            out.append(_QUEUE13.pack(port_from_of10(port_no), queue_id, *counters, 0, 0))
+        return out
+    for offset in range(0, len(body) - _QUEUE13.size + 1, _QUEUE13.size):
+        port_no, queue_id, *counters = _QUEUE13.unpack_from(body, offset)
+        try:
+            port10 = flows.port_to_of10(port_no)
+        except flows.Unrepresentable:
+            continue  # a port number OF1.0 cannot name
+        out.append(_QUEUE10.pack(port10, queue_id, *counters[:3]))
     return out
 
 
