@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_core import _pki  # integration/ is on sys.path
 
 from ovs_sriov_proxy.sandbox import OvsCommandError, OvsSandbox, free_port, udp_frame, wait_until
 
@@ -34,7 +35,7 @@ def _short_lived_clients_may_be_cut_off(ovs: OvsSandbox) -> None:
 
 
 def config(port: int, tmp_path: Path, ovs: OvsSandbox, *, bridges: tuple[str, ...] = ("br0",),
-           rules: str = "", extra: str = "") -> str:
+           rules: str = "", extra: str = "", remote: str | None = None) -> str:
     return f"""\
 [proxy]
 listen = ["ptcp:{port}:127.0.0.1"]
@@ -46,7 +47,7 @@ echo_interval = 1.0
 dead_interval = 3.0
 
 [ovsdb]
-remote = "unix:{ovs.db_socket}"
+remote = "{remote or f'unix:{ovs.db_socket}'}"
 bridges = {json.dumps(list(bridges))}
 fail_mode = "secure"
 inactivity_probe = 5
@@ -151,15 +152,19 @@ def test_attach_and_detach_round_trip(ovs, proxy_factory, tmp_path) -> None:
     assert f"  br0: attached; controller tcp:127.0.0.1:{port} (connected)" in text or \
         f"  br0: attached; controller tcp:127.0.0.1:{port};" in text
 
-    # Detach through the command line restores what was there before, and forgets it.
+    # Detach through the command line restores what was there before, and forgets it. Like
+    # ovs-vsctl, the command returns once OVSDB has the change.
     done = cli("detach", "br0", "--target", str(target))
-    assert (done.returncode, done.stdout) == (0, "br0: detaching (restoring its earlier settings)\n")
-    wait_until(lambda: settings(ovs, "br0") == before, 10, "br0's earlier settings back")
+    assert (done.returncode, done.stdout) == (0, "br0: detached\n")
+    assert settings(ovs, "br0") == before
     wait_until(lambda: memory(tmp_path) == {}, 5, "the memory of br0 to be dropped")
     wait_until(lambda: show(target)["bridges"] == [], 10, "br0's session to end")
     assert ovsdb_bridge(target, "br0")["status"] == "detached"  # type: ignore[index]
     again = cli("detach", "br0", "--target", str(target))
     assert (again.returncode, again.stderr) == (1, "error: br0 is not attached (proxy/show lists the bridges)\n")
+
+    done = cli("detach", "br0", "--target", str(target), "--no-wait")
+    assert (done.returncode, done.stderr) == (1, "error: br0 is not attached (proxy/show lists the bridges)\n")
 
     # Attach through the real ovs-appctl binary; a second attach changes nothing.
     done = appctl(target, "proxy/attach", "br0", "--json")
@@ -181,6 +186,12 @@ def test_attach_and_detach_round_trip(ovs, proxy_factory, tmp_path) -> None:
     assert "br0: attaching" not in second.log_text()
     assert appctl(target, "proxy/detach", "br0").returncode == 0
     wait_until(lambda: settings(ovs, "br0") == before, 10, "br0's earlier settings back again")
+
+    # A bridge that does not exist yet: the command line does not wait for it to appear.
+    done = cli("attach", "br9", "--target", str(target), "--json")
+    assert (done.returncode, json.loads(done.stdout)) == (0, {"bridge": "br9", "status": "waiting"})
+    done = cli("detach", "br9", "--target", str(target))
+    assert (done.returncode, done.stdout) == (0, "br9: detached\n")
 
 
 def test_drift_is_repaired_with_a_warning(ovs, proxy_factory, tmp_path) -> None:
@@ -354,3 +365,46 @@ def test_the_proxy_starts_without_ovsdb_and_attaches_once_it_is_there(ovs, proxy
     wait_until(lambda: show(target)["ovsdb"]["connected"], 20, "the proxy connecting to OVSDB")
     wait_until(lambda: settings(ovs, "br0") == attached_settings(port), 10, "br0 attached")
     ovs.wait_connected("br0")
+
+
+def ovsdb_tls(pki: Path, name: str, ca: str) -> str:
+    """An [ovsdb.tls] table: the key and certificate `name` made by _pki, trusting CA `ca`."""
+    return (f'[ovsdb.tls]\nprivate_key = "{pki / f"{name}-privkey.pem"}"\n'
+            f'certificate = "{pki / f"{name}-cert.pem"}"\n'
+            f'ca_cert = "{pki / "pki" / ca / "cacert.pem"}"\n')
+
+
+def test_ssl_remote_needs_a_certificate_the_server_trusts(ovs, proxy_factory, tmp_path) -> None:
+    ovs.allow_log(r"^(stream_ssl\|WARN\|SSL_read: error:\w+:SSL routines::unexpected eof while reading"
+                  r"|jsonrpc\|WARN\|ssl:127\.0\.0\.1:\d+: receive error: Input/output error"
+                  r"|reconnect\|WARN\|ssl:127\.0\.0\.1:\d+: connection dropped \(Input/output error\))$",
+                  "ovsdb-server: python-ovs closes an ssl: session without a TLS close_notify, after "
+                  "ovsdbapp's schema fetch and when the proxy stops")
+    ovs.allow_log(r"^(stream_ssl\|WARN\|SSL_accept: error:\w+:SSL routines::certificate verify failed"
+                  r"|jsonrpc\|WARN\|ssl:127\.0\.0\.1:\d+: receive error: Protocol error"
+                  r"|reconnect\|WARN\|ssl:127\.0\.0\.1:\d+: connection dropped \(Protocol error\))$",
+                  "ovsdb-server refusing the test's rogue proxy")
+    # ovsdb-server plays the switch: its own certificate, and trust in the controller CA only.
+    pki = _pki(tmp_path)
+    ovs.set_ssl(pki / "sw-privkey.pem", pki / "sw-cert.pem", pki / "pki" / "controllerca" / "cacert.pem")
+    remote = ovs.listen_ssl(free_port())
+    ovs.add_bridge("br0", datapath_id=1, ports={"br0-p1": 1})
+    port = free_port()
+    proxy_factory(config(port, tmp_path, ovs, remote=remote,
+                         extra=ovsdb_tls(pki, "ctl", "switchca")))
+    target = tmp_path / "proxy.ctl"
+    wait_until(lambda: settings(ovs, "br0") == attached_settings(port), 15, "br0 attached over ssl")
+    state = show(target)["ovsdb"]
+    assert (state["remote"], state["connected"], state["connects"]) == (remote, True, 1)
+    ovs.wait_connected("br0")
+
+    # A proxy with a certificate of the switch CA, which the server does not trust, is refused.
+    rogue_dir = tmp_path / "rogue"
+    rogue_dir.mkdir()
+    rogue = proxy_factory(config(free_port(), rogue_dir, ovs, bridges=(), remote=remote,
+                                 extra=ovsdb_tls(pki, "sw", "switchca")))
+    text = rogue.wait_log("; trying again in", timeout=15)
+    assert f"ERROR ovs_sriov_proxy.ovsdb.manager: ovsdb: {remote}: TLS failed: " in text
+    state = show(rogue_dir / "proxy.ctl")["ovsdb"]
+    assert (state["connected"], state["connects"]) == (False, 0)
+    assert show(target)["ovsdb"]["connected"] is True

@@ -141,24 +141,64 @@ def status(target: str | None, config_path: str | None, as_json: bool) -> None:
     click.echo(_transact(target, config_path, "proxy/show", as_json=as_json), nl=False)
 
 
+# The statuses where an attach or a detach has done what it can: "waiting" is a bridge that
+# does not exist yet (attached when it appears).
+_SETTLED = {"proxy/attach": ("attached", "waiting"), "proxy/detach": ("detached",)}
+
+
+def _wait_option(command: _Command) -> _Command:
+    command = click.option("--timeout", default=10.0, show_default=True, type=float,
+                           help="Seconds to wait for the change.")(command)
+    return click.option("--wait/--no-wait", default=True, show_default=True,
+                        help="Return once OVSDB has the change, as ovs-vsctl does, "
+                             "or at once.")(command)
+
+
+def _change_bridge(method: str, bridge: str, target: str | None, config_path: str | None,
+                   as_json: bool, wait: bool, timeout: float) -> None:
+    """Ask for an attach or a detach, then (--wait) follow the bridge's status in proxy/show
+    until the OVSDB transaction is done; exit 1 if it is not within --timeout."""
+    import time
+
+    from .ovsdb.report import format_status
+
+    status = json.loads(_transact(target, config_path, method, bridge, as_json=True))["status"]
+    deadline = time.monotonic() + timeout
+    while wait and status not in _SETTLED[method]:
+        if time.monotonic() >= deadline:
+            click.echo(f"error: {bridge} is still {status} after {timeout:g} s; the proxy's log "
+                       "says why (it keeps trying)", err=True)
+            sys.exit(1)
+        time.sleep(0.05)
+        show = json.loads(_transact(target, config_path, "proxy/show", as_json=True))
+        rows = [b for b in (show.get("ovsdb") or {}).get("bridges", []) if b["name"] == bridge]
+        status = rows[0]["status"] if rows else "detached"  # a detached bridge that is gone
+    click.echo(json.dumps({"bridge": bridge, "status": status}, indent=2) if as_json
+               else format_status(bridge, status), nl=as_json)
+
+
 @main.command()
 @click.argument("bridge")
+@_wait_option
 @_control_options
-def attach(bridge: str, target: str | None, config_path: str | None, as_json: bool) -> None:
+def attach(bridge: str, target: str | None, config_path: str | None, as_json: bool, wait: bool,
+           timeout: float) -> None:
     """Attach BRIDGE through OVSDB: its controller becomes the proxy (needs [ovsdb]).
 
     A bridge that does not exist yet is attached when it appears. What it had before is
     remembered (in state_dir) and restored by `detach`.
     """
-    click.echo(_transact(target, config_path, "proxy/attach", bridge, as_json=as_json), nl=False)
+    _change_bridge("proxy/attach", bridge, target, config_path, as_json, wait, timeout)
 
 
 @main.command()
 @click.argument("bridge")
+@_wait_option
 @_control_options
-def detach(bridge: str, target: str | None, config_path: str | None, as_json: bool) -> None:
+def detach(bridge: str, target: str | None, config_path: str | None, as_json: bool, wait: bool,
+           timeout: float) -> None:
     """Detach BRIDGE: restore the controllers, fail_mode and protocols it had before `attach`."""
-    click.echo(_transact(target, config_path, "proxy/detach", bridge, as_json=as_json), nl=False)
+    _change_bridge("proxy/detach", bridge, target, config_path, as_json, wait, timeout)
 
 
 @main.command()

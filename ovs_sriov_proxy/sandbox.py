@@ -335,12 +335,25 @@ class OvsSandbox:
             [
                 f"--remote=punix:{self.db_socket}",
                 f"--unixctl={self.ovsdb_ctl}",
+                # Key material from the SSL table, as ovs-ctl starts it: inert until set_ssl
+                # fills that table and listen_ssl adds a pssl: remote.
+                "--private-key=db:Open_vSwitch,SSL,private_key",
+                "--certificate=db:Open_vSwitch,SSL,certificate",
+                "--ca-cert=db:Open_vSwitch,SSL,ca_cert",
                 str(self.db_path),
             ],
             unixctl=self.ovsdb_ctl,
             ready=lambda: self.db_socket.exists() and self.ovsdb_ctl.exists(),
             timeout=timeout,
         )
+
+    def listen_ssl(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> str:
+        """Make ovsdb-server also listen on ``pssl:PORT:HOST``; returns the ``ssl:`` remote a
+        client uses. Needs ``set_ssl`` first: the server takes its key material from there.
+        The remote lasts until ovsdb-server exits (start_ovsdb does not add it again)."""
+        self.appctl("ovsdb-server/add-remote", f"pssl:{port}:{host}", target="ovsdb")
+        wait_until(lambda: tcp_listening(host, port), timeout, f"ovsdb-server to listen on pssl:{port}:{host}")
+        return f"ssl:{host}:{port}"
 
     def start_vswitchd(self, timeout: float = 10.0) -> None:
         """Start ovs-vswitchd (again, after kill_vswitchd) and wait until it has applied the
@@ -632,6 +645,12 @@ class OvsSandbox:
             self.vsctl("del-controller", bridge)
         else:
             self.vsctl(*self._controller_args(bridge, target)[1:])
+
+    def set_ssl(self, private_key: str | os.PathLike[str], certificate: str | os.PathLike[str],
+                ca_cert: str | os.PathLike[str]) -> None:
+        """Fill the SSL table: ovs-vswitchd's key material for ssl: controllers, and
+        ovsdb-server's for the remotes of ``listen_ssl``. ``ca_cert`` signs the peers."""
+        self.vsctl("set-ssl", str(private_key), str(certificate), str(ca_cert))
 
     def datapath_id(self, bridge: str) -> int:
         """The bridge's datapath id as an integer."""

@@ -24,6 +24,8 @@ Pitfalls of ovsdbapp that this module avoids:
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import warnings
 from collections.abc import Callable
@@ -172,6 +174,39 @@ def configure_tls(tls: TlsConfig) -> None:
     stream.Stream.ssl_set_private_key_file(str(tls.private_key))
     stream.Stream.ssl_set_certificate_file(str(tls.certificate))
     stream.Stream.ssl_set_ca_cert_file(str(tls.ca_cert))
+
+
+def tls_failure(remote: str, tls: TlsConfig, timeout: float = 2.0) -> str | None:
+    """Why TLS fails with the ssl: parts of `remote`, or None if it does not.
+
+    python-ovs reports every TLS error as errno 1 ("Operation not permitted"), so after a failed
+    connect the stdlib makes the same session (the checks of ovs.stream.SSLStream) to learn the
+    reason. A server certificate that ca_cert did not sign fails the handshake; with TLS 1.3 the
+    server's rejection of this end's certificate only arrives as an alert on the first read.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # as python-ovs: ovs-pki certificates name no host
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_verify_locations(tls.ca_cert)
+        context.load_cert_chain(tls.certificate, tls.private_key)
+    except (ssl.SSLError, OSError) as exc:
+        return f"unusable [ovsdb.tls] key material: {exc}"
+    problems = []
+    for part in idlutils.parse_connection(remote):
+        method, _, address = part.partition(":")
+        if method != "ssl":
+            continue
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout) as raw, \
+                    context.wrap_socket(raw) as session:
+                session.recv(1)
+        except ssl.SSLError as exc:
+            problems.append(f"{part}: TLS failed: {exc}")
+        except OSError:  # not TLS: refused, or a timeout (the server kept the session)
+            continue
+    return "; ".join(problems) or None
 
 
 class OvsdbClient:

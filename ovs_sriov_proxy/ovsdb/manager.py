@@ -26,7 +26,7 @@ from ..config import VM_ORIGIN, OvsdbConfig, ProxyConfig, VmRule
 from ..rules.model import FlowRule
 from ..rules.store import RuleChange
 from . import memory, offload
-from .idl import BridgeNotFound, OvsdbClient, OvsdbUnavailable, configure_tls
+from .idl import BridgeNotFound, OvsdbClient, OvsdbUnavailable, configure_tls, tls_failure
 from .model import BridgeSettings, OvsState
 from .plan import Apply, Attachments, desired_settings, interface_changes, rules_to_purge, vm_rules
 
@@ -103,8 +103,17 @@ class OvsdbManager:
             try:
                 await asyncio.to_thread(self.client.connect)
             except OvsdbUnavailable as exc:
-                log.warning("ovsdb: cannot reach %s (%s); trying again in %g s",
-                            self.config.remote, exc, delay)
+                problem = None
+                if self.config.tls is not None:  # python-ovs hides TLS errors: ask again
+                    problem = await asyncio.to_thread(tls_failure, self.config.remote,
+                                                      self.config.tls)
+                if problem:
+                    log.error("ovsdb: %s (check [ovsdb.tls]: the server must trust the CA that "
+                              "signed certificate, and ca_cert must have signed the server's "
+                              "certificate); trying again in %g s", problem, delay)
+                else:
+                    log.warning("ovsdb: cannot reach %s (%s); trying again in %g s",
+                                self.config.remote, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, CONNECT_BACKOFF[1])
                 continue
