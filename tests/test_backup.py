@@ -380,3 +380,16 @@ def test_learned_actions_export_and_import_as_the_same_rule() -> None:
     rule = FlowRule(learned.match, canonical_actions(as_sent), 5, 0, 0, None, "ctl", "")
     back = from_json_line(to_json_line(RuleRecord(3, rule, RuleMeta(1.0)))).rule
     assert back == rule == learned
+
+
+def test_a_backup_path_with_characters_a_uri_would_misread(tmp_path) -> None:
+    path = tmp_path / "odd?#%name" / "rules.db"
+    backup = SqliteBackup(path)
+    assert backup.load().records == []
+    backup.start()
+    store = RuleStore(listener=backup)
+    rule_id = store.add(parse_flow("priority=5,udp actions=output:2", origin="ctl"), now=1.0)
+    assert backup.flush(10)
+    backup.close(10)
+    assert [r.rule_id for r in SqliteBackup(path).load().records] == [rule_id]
+    assert [r.rule_id for r in read_records(path)] == [rule_id]

@@ -102,3 +102,48 @@ def test_a_flow_statistics_reply_with_an_entry_of_length_0_is_refused_by_the_dec
     struct.pack_into("!H", bad, 16, 0)
     error = finishes(lambda: codec.decode(Message(OFP13, 19, 9, bytes(bad))))
     assert isinstance(error, RemoteProtocolError) and "length 0" in str(error)
+
+
+def nx_controller2(userdata_length: int) -> bytes:
+    """A Nicira controller2 action with one userdata property of the given length field."""
+    return (struct.pack("!HHIH6x", 0xFFFF, 24, 0x2320, 37)
+            + struct.pack("!HH", 3, userdata_length) + b"\x01\x02\0\0")
+
+
+def flow_mod13_with(action: bytes) -> bytes:
+    raw = flow_mod13()
+    instruction = struct.pack("!HH4x", o13.OFPIT_APPLY_ACTIONS, 8 + len(action)) + action
+    raw = raw[:64] + instruction
+    struct.pack_into("!H", raw, 2, len(raw))
+    return bytes(raw)
+
+
+def test_nested_lists_of_nicira_actions_are_walked_too() -> None:
+    ct = bytearray()
+    p13.NXActionCT(flags=1, zone_src="", zone_ofs_nbits=0, recirc_table=255, alg=0, actions=[
+        p13.OFPActionSetField(ct_mark=1)]).serialize(ct, 0)
+    wellformed.check_flow_mod(OFP13, flow_mod13_with(bytes(ct)))
+    struct.pack_into("!H", ct, 24 + 2, 0)  # the set_field inside ct()
+    broken = flow_mod13_with(bytes(ct))
+    with pytest.raises(RemoteProtocolError, match=r"ct\(\)'s actions: an action of length 0"):
+        wellformed.check_flow_mod(OFP13, broken)
+    assert isinstance(finishes(lambda: translate(broken, OFP10)), RemoteProtocolError)
+
+    wellformed.check_flow_mod(OFP13, flow_mod13_with(nx_controller2(6)))
+    broken = flow_mod13_with(nx_controller2(0))
+    with pytest.raises(RemoteProtocolError, match=r"a controller\(\) property of length 0"):
+        wellformed.check_flow_mod(OFP13, broken)
+    assert isinstance(finishes(lambda: translate(broken, OFP10)), RemoteProtocolError)
+
+
+def test_only_the_multipart_replies_the_proxy_reads_are_decoded_and_1_4_ports_are_walked() -> None:
+    group_desc = struct.pack("!BBHIHH4x", OFP13, 19, 16 + 8, 9, 7, 0) + struct.pack("!HBx4x", 0, 0)
+    error = finishes(lambda: codec.decode(Message(OFP13, 19, 9, group_desc)))
+    assert isinstance(error, RemoteProtocolError) and "type 7" in str(error)
+    port = struct.pack("!IHxx6sxx16sII", 1, 40, b"\0\0\0\0\0\1", b"p1", 0, 0)
+    port_desc = struct.pack("!BBHIHH4x", 0x05, 19, 16 + 40, 9, 13, 0) + port
+    assert [p.port_no for p in codec.decode(Message(0x05, 19, 9, port_desc)).body] == [1]
+    broken = bytearray(port_desc)
+    struct.pack_into("!H", broken, 16 + 4, 0)
+    error = finishes(lambda: codec.decode(Message(0x05, 19, 9, bytes(broken))))
+    assert isinstance(error, RemoteProtocolError) and "length 0" in str(error)

@@ -1,8 +1,9 @@
 """Structure checks that run before os-ken parses a message a peer sent.
 
-os-ken's parsers walk TLV lists by each element's own length, and skip an instruction of a type
-they do not know without moving on: an unknown instruction, or an instruction or flow entry of
-length 0, makes them loop forever. tests/test_translate.py's fuzzing found it: one FLOW_MOD from
+os-ken's parsers walk TLV lists by each element's own length, and its OF1.3 parser skips an
+instruction of a type it does not know without moving on: an unknown instruction, or an
+instruction, flow entry, port, nested Nicira action or property of length 0, makes them loop
+forever. tests/test_translate.py's fuzzing found it: one FLOW_MOD from
 a controller hung the whole proxy. These checks walk the same lists by hand (os-ken has no
 validator) and refuse, as the sender's fault, any list that would not advance or does not fit.
 """
@@ -38,6 +39,17 @@ _INSTRUCTION_TYPES = {
     0x06: frozenset(ofproto_v1_5_parser.OFPInstruction._INSTRUCTION_TYPES),
 }
 _ACTION_LIST_INSTRUCTIONS = frozenset({3, 4})  # WRITE_ACTIONS, APPLY_ACTIONS
+OFPAT_EXPERIMENTER = 0xFFFF  # OFPAT_VENDOR in 1.0
+NX_VENDOR = 0x00002320
+NXAST_CT, NXAST_CONTROLLER2 = 35, 37
+NXAC2PT_USERDATA = 3
+_NX_HEADER = struct.Struct("!IH")  # after type and length: vendor, subtype
+_NX_CT_FIXED = 24  # nx_action_conntrack before its nested actions
+_NX_CONTROLLER2_FIXED = 16  # nx_action_controller2 before its properties
+# Multipart replies the proxy decodes (codec.decode, translate._decode): os-ken walks the
+# others' bodies by each entry's own length too, and nothing needs them decoded.
+OFPMP_PORT_DESC = 13
+_PORT_14_FIXED = 40  # ofp_port from OpenFlow 1.4 on, before its properties
 
 
 def check(version: int, msg_type: int, raw: bytes) -> None:
@@ -57,10 +69,39 @@ def check_actions(raw: bytes, start: int, end: int, what: str = "action list") -
     while offset < end:
         if end - offset < 8:
             raise RemoteProtocolError(f"{what} ends inside an action")
-        _, length = _TLV.unpack_from(raw, offset)
+        kind, length = _TLV.unpack_from(raw, offset)
         if length < 8 or length % 8 or offset + length > end:
             raise RemoteProtocolError(f"{what}: an action of length {length} does not fit")
+        if kind == OFPAT_EXPERIMENTER and length >= _NX_HEADER.size:
+            _check_nicira_action(raw, offset, offset + length, what)
         offset += length
+
+
+def _check_nicira_action(raw: bytes, start: int, end: int, what: str) -> None:
+    """The two Nicira actions os-ken parses with a loop of their own: ct() holds actions, and
+    controller2 holds properties that os-ken steps through by their lengths."""
+    vendor, subtype = _NX_HEADER.unpack_from(raw, start + 4)
+    if vendor != NX_VENDOR:
+        return
+    if subtype == NXAST_CT:
+        check_actions(raw, start + _NX_CT_FIXED, end, f"{what}: ct()'s actions")
+    elif subtype == NXAST_CONTROLLER2:
+        offset = start + _NX_CONTROLLER2_FIXED
+        while offset < end:
+            if end - offset < 4:
+                raise RemoteProtocolError(f"{what}: controller() ends inside a property")
+            kind, length = _TLV.unpack_from(raw, offset)
+            if length < 4 or offset + length > end:
+                raise RemoteProtocolError(
+                    f"{what}: a controller() property of length {length} does not fit")
+            offset += 4 + (_userdata_size(length - 4) if kind == NXAC2PT_USERDATA else 4)
+
+
+def _userdata_size(length: int) -> int:
+    """How far os-ken's controller2 parser moves past a userdata property (nx_actions.py):
+    walking as it does checks every position it will read."""
+    size = (length + 3) // 4 * 4
+    return size + 4 if size > 4 and size % 8 == 0 else size
 
 
 def check_instructions(version: int, raw: bytes, start: int, end: int) -> None:
@@ -108,8 +149,11 @@ def _check_multipart_reply(version: int, raw: bytes) -> None:
     if len(raw) < body_at:
         raise RemoteProtocolError("multipart reply shorter than its header")
     (kind,) = _U16.unpack_from(raw, HEADER_LEN)
-    if kind != OFPMP_FLOW:
+    if kind == OFPMP_PORT_DESC and version != OFP10:
+        _check_ports(version, raw, body_at)
         return
+    if kind != OFPMP_FLOW:
+        raise RemoteProtocolError(f"multipart reply of type {kind}: not one the proxy decodes")
     offset, end = body_at, len(raw)
     minimum = _FLOW_ENTRY_10_FIXED if version == OFP10 else _FLOW_ENTRY_MATCH_AT[version] + 8
     while offset < end:
@@ -138,3 +182,17 @@ def _skip_stats(raw: bytes, at: int, end: int) -> int:
     if length < 4 or after > end:
         raise RemoteProtocolError(f"flow entry statistics of length {length} do not fit")
     return after
+
+
+def _check_ports(version: int, raw: bytes, offset: int) -> None:
+    """1.3 ports have a fixed size; from 1.4 on each carries its length, which os-ken trusts."""
+    if version == 0x04:
+        return
+    end = len(raw)
+    while offset < end:
+        if end - offset < 4:
+            raise RemoteProtocolError("port description ends inside a port")
+        (length,) = _U16.unpack_from(raw, offset + 4)
+        if length < _PORT_14_FIXED or length % 8 or offset + length > end:
+            raise RemoteProtocolError(f"a port description of length {length} does not fit")
+        offset += length

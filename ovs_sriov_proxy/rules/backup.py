@@ -158,7 +158,7 @@ class SqliteBackup:
         if not self.path.exists():
             return LoadResult([])
         try:
-            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            connection = _connect_read_only(self.path)
         except sqlite3.Error as exc:
             _raise_if_damage(exc)
             raise
@@ -317,7 +317,7 @@ class SqliteBackup:
 
 def read_records(path: Path) -> Iterator[RuleRecord]:
     """The rules of a backup file, read-only (for `rules export` when the daemon is down)."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection = _connect_read_only(path)
     try:
         for row in connection.execute(_SELECT + " ORDER BY id"):
             try:
@@ -326,6 +326,11 @@ def read_records(path: Path) -> Iterator[RuleRecord]:
                 log.warning("%s: skipping rule %s: %s", path, row[0], exc)
     finally:
         connection.close()
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    # as_uri() escapes what a URI would misread in a path ("?", "#", "%").
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -401,7 +406,7 @@ class _IntegrityCheck:
 
     def _run(self) -> None:
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)) as c:
+            with contextlib.closing(_connect_read_only(self._path)) as c:
                 self._verdict = c.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.Error as exc:
             self._error = exc

@@ -116,6 +116,9 @@ _RULE_SLOTS = tuple(getattr(FlowRule, name).__set__ for name in (  # type: ignor
     "match", "actions", "priority", "idle_timeout", "hard_timeout", "bridge", "origin", "text"))
 
 
+DECODE_CACHE_LIMIT = 50_000  # distinct action lists remembered during one restore
+
+
 class DecodeCache:
     """Shared by every chunk of one restore: each distinct origin, bridge and text becomes one
     string object, and each distinct action list's text is parsed once into one tuple. A
@@ -160,7 +163,9 @@ def decode_rows(rows: list[tuple[Any, ...]], cache: DecodeCache | None = None) -
         set_match(rule, match)
         decoded = known(actions)
         if decoded is None:
-            decoded = parsed[actions] = actions_from_text(actions)
+            decoded = actions_from_text(actions)
+            if len(parsed) < DECODE_CACHE_LIMIT:  # rules that each have their own actions
+                parsed[actions] = decoded         # would only double the memory held
         set_actions(rule, decoded)
         set_priority(rule, priority)
         set_idle(rule, idle_timeout)

@@ -315,9 +315,10 @@ class SwitchSession:
         return self._maybe_ready()
 
     def _handle_port_desc(self, message: Message) -> list[Event]:
+        kind = _multipart_type(message.raw)  # before decoding: the proxy decodes few types
+        if kind != OFPMP_PORT_DESC:
+            raise RemoteProtocolError(f"multipart reply of type {kind} to a port description request")
         msg = codec.decode(message)
-        if msg.type != OFPMP_PORT_DESC:
-            raise RemoteProtocolError(f"multipart reply of type {msg.type} to a port description request")
         for port in msg.body:
             info = _port_info(port, self.version)
             self._handshake.ports[info.port_no] = info
@@ -345,3 +346,7 @@ def _port_info(port: Any, version: int) -> PortInfo:
     name = port.name.decode("utf-8", "replace") if isinstance(port.name, bytes) else str(port.name)
     number = port_from_of10(port.port_no) if version == OFP10 else port.port_no
     return PortInfo(number, name.rstrip("\x00"), str(port.hw_addr))
+
+
+def _multipart_type(raw: bytes) -> int | None:
+    return int.from_bytes(raw[HEADER_LEN:HEADER_LEN + 2], "big") if len(raw) >= HEADER_LEN + 2 else None
