@@ -147,3 +147,26 @@ def test_only_the_multipart_replies_the_proxy_reads_are_decoded_and_1_4_ports_ar
     struct.pack_into("!H", broken, 16 + 4, 0)
     error = finishes(lambda: codec.decode(Message(0x05, 19, 9, bytes(broken))))
     assert isinstance(error, RemoteProtocolError) and "length 0" in str(error)
+
+
+# Found by fuzzing once the lists themselves were checked: os-ken walks actions and
+# instructions by the length *it* gives each (fixed for most), so one that claims more bytes
+# than its type has lands os-ken inside it, on padding it reads as an element of length 0.
+METER_INSTRUCTION_OF_24_BYTES = bytes.fromhex(
+    "040e0058000012340000000d0000000000000000000000000000000000008000ffffffff00000000000000"
+    "00000000000001000c80000004000000010000000000060018000000000000001000000002ffe5000000000000")
+
+
+def test_elements_longer_than_their_type_are_refused() -> None:
+    with pytest.raises(RemoteProtocolError, match="an instruction of type 6 is not 24 bytes"):
+        wellformed.check_flow_mod(OFP13, METER_INSTRUCTION_OF_24_BYTES)
+    assert isinstance(finishes(lambda: translate(METER_INSTRUCTION_OF_24_BYTES, OFP10)),
+                      RemoteProtocolError)
+    pop_vlan_of_16 = struct.pack("!HH12x", 18, 16)  # os-ken makes it 8: then 8 bytes of zeros
+    with pytest.raises(RemoteProtocolError, match="an action of type 18 is not 16 bytes"):
+        wellformed.check_flow_mod(OFP13, flow_mod13_with(pop_vlan_of_16))
+    packet_out = build(p13.OFPPacketOut(DP13, 0xFFFFFFFF, 1, [p13.OFPActionPopVlan()], b""))
+    packet_out = packet_out[:16] + struct.pack("!H", 16) + packet_out[18:24] + pop_vlan_of_16
+    struct.pack_into("!H", packet_out, 2, len(packet_out))
+    error = finishes(lambda: translate(bytes(packet_out), OFP10))
+    assert isinstance(error, RemoteProtocolError) and "not 16 bytes" in str(error)

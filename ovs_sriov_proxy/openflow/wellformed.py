@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import struct
 
-from os_ken.ofproto import ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser
+from os_ken.ofproto import (
+    ofproto_v1_0_parser,
+    ofproto_v1_3_parser,
+    ofproto_v1_4_parser,
+    ofproto_v1_5_parser,
+)
 
-from .framing import HEADER_LEN, OFP10, RemoteProtocolError
+from .framing import HEADER_LEN, OFP10, OFP13, RemoteProtocolError
 
 OFPT_FLOW_REMOVED = 11
 OFPT_FLOW_MOD = 14
@@ -39,6 +44,17 @@ _INSTRUCTION_TYPES = {
     0x06: frozenset(ofproto_v1_5_parser.OFPInstruction._INSTRUCTION_TYPES),
 }
 _ACTION_LIST_INSTRUCTIONS = frozenset({3, 4})  # WRITE_ACTIONS, APPLY_ACTIONS
+_INSTRUCTION_PARSERS = {
+    0x04: ofproto_v1_3_parser.OFPInstruction.parser,
+    0x05: ofproto_v1_4_parser.OFPInstruction.parser,
+    0x06: ofproto_v1_5_parser.OFPInstruction.parser,
+}
+_ACTION_PARSERS = {
+    OFP10: ofproto_v1_0_parser.OFPAction.parser,
+    0x04: ofproto_v1_3_parser.OFPAction.parser,
+    0x05: ofproto_v1_4_parser.OFPAction.parser,
+    0x06: ofproto_v1_5_parser.OFPAction.parser,
+}
 OFPAT_EXPERIMENTER = 0xFFFF  # OFPAT_VENDOR in 1.0
 NX_VENDOR = 0x00002320
 NXAST_CT, NXAST_CONTROLLER2 = 35, 37
@@ -55,6 +71,13 @@ _PORT_14_FIXED = 40  # ofp_port from OpenFlow 1.4 on, before its properties
 def check(version: int, msg_type: int, raw: bytes) -> None:
     """Raise RemoteProtocolError if os-ken could not walk this message's lists safely.
     Messages without lists of variable elements pass unchecked."""
+    try:
+        _check(version, msg_type, raw)
+    except struct.error as exc:  # a bound this module missed: still the sender's fault
+        raise RemoteProtocolError(f"malformed message type {msg_type}: {exc}") from exc
+
+
+def _check(version: int, msg_type: int, raw: bytes) -> None:
     if msg_type == OFPT_FLOW_MOD:
         check_flow_mod(version, raw)
     elif msg_type == OFPT_FLOW_REMOVED and version != OFP10:
@@ -64,7 +87,13 @@ def check(version: int, msg_type: int, raw: bytes) -> None:
         _check_multipart_reply(version, raw)
 
 
-def check_actions(raw: bytes, start: int, end: int, what: str = "action list") -> None:
+def check_actions(raw: bytes, start: int, end: int, what: str = "action list",
+                  version: int | None = None) -> None:
+    """The TLV framing of an action list. With `version`, also that os-ken, which walks an
+    action list by the lengths *it* gives each action (a fixed size for the standard ones),
+    lands where the wire says: a pop_vlan claiming 16 bytes would otherwise make it parse the
+    padding as an action of length 0, forever. That parses each action once with os-ken, so
+    it is for lists os-ken will walk, not for the PACKET_OUTs relayed as bytes."""
     offset = start
     while offset < end:
         if end - offset < 8:
@@ -72,19 +101,32 @@ def check_actions(raw: bytes, start: int, end: int, what: str = "action list") -
         kind, length = _TLV.unpack_from(raw, offset)
         if length < 8 or length % 8 or offset + length > end:
             raise RemoteProtocolError(f"{what}: an action of length {length} does not fit")
-        if kind == OFPAT_EXPERIMENTER and length >= _NX_HEADER.size:
-            _check_nicira_action(raw, offset, offset + length, what)
+        if kind == OFPAT_EXPERIMENTER and length >= 16:  # a Nicira action's smallest size
+            _check_nicira_action(raw, offset, offset + length, what, version)
+        if version is not None:
+            _check_action_length(version, raw[offset:offset + length], kind, what)
         offset += length
 
 
-def _check_nicira_action(raw: bytes, start: int, end: int, what: str) -> None:
+def _check_action_length(version: int, element: bytes, kind: int, what: str) -> None:
+    try:
+        action = _ACTION_PARSERS[version](element, 0)
+    except Exception as exc:  # os-ken raises struct, key, attribute and its own errors
+        raise RemoteProtocolError(f"{what}: undecodable action of type {kind}: {exc!r}") from exc
+    if getattr(action, "len", None) != len(element):
+        raise RemoteProtocolError(f"{what}: an action of type {kind} is not {len(element)} bytes")
+
+
+def _check_nicira_action(raw: bytes, start: int, end: int, what: str,
+                         version: int | None) -> None:
     """The two Nicira actions os-ken parses with a loop of their own: ct() holds actions, and
     controller2 holds properties that os-ken steps through by their lengths."""
     vendor, subtype = _NX_HEADER.unpack_from(raw, start + 4)
     if vendor != NX_VENDOR:
         return
     if subtype == NXAST_CT:
-        check_actions(raw, start + _NX_CT_FIXED, end, f"{what}: ct()'s actions")
+        check_actions(raw, start + _NX_CT_FIXED, end, f"{what}: ct()'s actions",
+                      version if version is not None else OFP13)
     elif subtype == NXAST_CONTROLLER2:
         offset = start + _NX_CONTROLLER2_FIXED
         while offset < end:
@@ -116,7 +158,16 @@ def check_instructions(version: int, raw: bytes, start: int, end: int) -> None:
         if length < 8 or length % 8 or offset + length > end:
             raise RemoteProtocolError(f"an instruction of length {length} does not fit")
         if kind in _ACTION_LIST_INSTRUCTIONS:
-            check_actions(raw, offset + 8, offset + length, "instruction's action list")
+            check_actions(raw, offset + 8, offset + length, "instruction's action list", version)
+        # os-ken walks instructions by the length it gives each (fixed for goto_table, meter,
+        # write_metadata...): it must land where the wire says, as for actions.
+        element = raw[offset:offset + length]
+        try:
+            instruction = _INSTRUCTION_PARSERS[version](element, 0)
+        except Exception as exc:  # os-ken raises struct, key, attribute and its own errors
+            raise RemoteProtocolError(f"undecodable instruction of type {kind}: {exc!r}") from exc
+        if getattr(instruction, "len", None) != length:
+            raise RemoteProtocolError(f"an instruction of type {kind} is not {length} bytes")
         offset += length
 
 
@@ -138,7 +189,7 @@ def check_flow_mod(version: int, raw: bytes) -> None:
         fixed = _FLOW_MOD_FIXED[OFP10]
         if len(raw) < fixed:
             raise RemoteProtocolError("FLOW_MOD shorter than its fixed part")
-        check_actions(raw, fixed, len(raw), "FLOW_MOD action list")
+        check_actions(raw, fixed, len(raw), "FLOW_MOD action list", version)
         return
     after = check_match(raw, _FLOW_MOD_MATCH_AT, len(raw))
     check_instructions(version, raw, after, len(raw))
@@ -164,7 +215,8 @@ def _check_multipart_reply(version: int, raw: bytes) -> None:
             raise RemoteProtocolError(f"a flow statistics entry of length {length} does not fit")
         entry_end = offset + length
         if version == OFP10:
-            check_actions(raw, offset + _FLOW_ENTRY_10_FIXED, entry_end, "flow entry's actions")
+            check_actions(raw, offset + _FLOW_ENTRY_10_FIXED, entry_end, "flow entry's actions",
+                          version)
         else:
             after = check_match(raw, offset + _FLOW_ENTRY_MATCH_AT[version], entry_end)
             if version == 0x06:  # 1.5 entries carry statistics (OXS) between the two
@@ -190,7 +242,7 @@ def _check_ports(version: int, raw: bytes, offset: int) -> None:
         return
     end = len(raw)
     while offset < end:
-        if end - offset < 4:
+        if end - offset < 8:
             raise RemoteProtocolError("port description ends inside a port")
         (length,) = _U16.unpack_from(raw, offset + 4)
         if length < _PORT_14_FIXED or length % 8 or offset + length > end:
