@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_0 as o10
 from os_ken.ofproto import ofproto_v1_0_parser as p10
@@ -170,3 +172,45 @@ def test_elements_longer_than_their_type_are_refused() -> None:
     struct.pack_into("!H", packet_out, 2, len(packet_out))
     error = finishes(lambda: translate(bytes(packet_out), OFP10))
     assert isinstance(error, RemoteProtocolError) and "not 16 bytes" in str(error)
+
+
+def bridge_samples() -> list[bytes]:
+    from ovs_sriov_proxy.openflow import switch_side as side
+
+    ports = [side.PortDesc(1, "p1", "00:00:00:00:00:01"), side.PortDesc(2, "p2", "00:00:00:00:00:02")]
+    ct = p13.NXActionCT(flags=1, zone_src="", zone_ofs_nbits=0, recirc_table=255, alg=0,
+                        actions=[p13.OFPActionSetField(ct_mark=1)])
+    entry = bytearray(struct.pack("!HBxIIHHHH4xQQQ", 0, 0, 1, 2, 100, 0, 0, 0, 9, 3, 300))
+    p13.OFPMatch(in_port=1).serialize(entry, len(entry))
+    p13.OFPInstructionActions(o13.OFPIT_APPLY_ACTIONS, [p13.OFPActionOutput(2), ct]).serialize(
+        entry, len(entry))
+    struct.pack_into("!H", entry, 0, len(entry))
+    samples = [side.multipart_reply(OFP13, 1, bytes(entry) * 2, 9)]
+    for version in (OFP10, OFP13, 0x05, 0x06):
+        samples += [side.port_status(version, reason=0, port=ports[0]),
+                    side.flow_removed(version, cookie=1, priority=1, reason=0)]
+        if version != OFP10:
+            samples.append(side.port_desc_reply(version, ports, 5))
+    samples.append(side.features_reply(OFP10, datapath_id=1, n_buffers=0, n_tables=1,
+                                       capabilities=0, ports=ports, xid=1))
+    return samples
+
+
+# No shrinking: a hang leaves its thread spinning, and every later example would crawl.
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow],
+          phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@given(sample=st.sampled_from(bridge_samples()), data=st.data())
+def test_corrupted_bridge_messages_decode_or_are_refused_and_never_hang(
+        sample: bytes, data: st.DataObject) -> None:
+    raw = bytearray(sample)
+    for _ in range(data.draw(st.integers(1, 3))):
+        # Lengths are 16-bit fields: small values there are what makes parsers stall.
+        at = data.draw(st.integers(8, len(raw) - 2))
+        struct.pack_into("!H", raw, at, data.draw(st.sampled_from([0, 4, 8, 16, 0xFFFF])
+                                                  | st.integers(0, 0xFFFF)))
+    if data.draw(st.booleans()):
+        raw = raw[:data.draw(st.integers(8, len(raw)))]
+    struct.pack_into("!H", raw, 2, len(raw))
+    message = Message(raw[0], raw[1], 1, bytes(raw))
+    error = finishes(lambda: codec.decode(message))
+    assert error is None or isinstance(error, RemoteProtocolError), repr(error)
