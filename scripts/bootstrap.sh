@@ -96,9 +96,11 @@ fi
 # package: the test runs it as a separate process.
 faucet_version=1.10.12
 faucet_stamp=.venv-faucet/.bootstrap-installed
-if [ "$(cat "$faucet_stamp" 2>/dev/null)" != "$faucet_version" ] || [ ! -x .venv-faucet/bin/faucet ]; then
+faucet_wanted="$faucet_version $(sha256sum scripts/faucet-constraints.txt | cut -d' ' -f1)"
+if [ "$(cat "$faucet_stamp" 2>/dev/null)" != "$faucet_wanted" ] || [ ! -x .venv-faucet/bin/faucet ]; then
     say "installing faucet $faucet_version into .venv-faucet"
     [ -x .venv-faucet/bin/python ] || "$python" -m venv .venv-faucet
-    .venv-faucet/bin/python -m pip install -q --disable-pip-version-check "faucet==$faucet_version"
-    printf '%s\n' "$faucet_version" > "$faucet_stamp"
+    .venv-faucet/bin/python -m pip install -q --disable-pip-version-check \
+        -c scripts/faucet-constraints.txt "faucet==$faucet_version"
+    printf '%s\n' "$faucet_wanted" > "$faucet_stamp"
 fi
