@@ -1,11 +1,13 @@
 """Structure checks that run before os-ken parses a message a peer sent.
 
-os-ken's parsers walk TLV lists by each element's own length, and its OF1.3 parser skips an
-instruction of a type it does not know without moving on: an unknown instruction, or an
-instruction, flow entry, port, nested Nicira action or property of length 0, makes them loop
-forever. tests/test_translate.py's fuzzing found it: one FLOW_MOD from
-a controller hung the whole proxy. These checks walk the same lists by hand (os-ken has no
-validator) and refuse, as the sender's fault, any list that would not advance or does not fit.
+os-ken's parsers walk TLV lists by the length of each element, read from the wire for some
+types and fixed by the class for others, and its OF1.3 parser skips an instruction of a type it
+does not know without moving on. So an unknown instruction; an instruction, flow entry, port,
+nested Nicira action or property of length 0; or an action or instruction longer than its type
+(os-ken then reads its padding as an element of length 0) makes them loop forever. Fuzzing the
+translation and the decoder found these: one FLOW_MOD from a controller hung the whole proxy.
+These checks walk the same lists by hand (os-ken has no validator) and refuse, as the sender's
+fault, any list that would not advance, does not fit, or would make os-ken land elsewhere.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ OFPT_FLOW_REMOVED = 11
 OFPT_FLOW_MOD = 14
 OFPT_MULTIPART_REPLY = {OFP10: 17}  # OFPT_STATS_REPLY in 1.0; 19 from 1.3 on
 OFPMP_FLOW = 1  # OFPST_FLOW in 1.0
-OFPMP_FLOW_DESC_15 = 1  # 1.5 renamed it; same number, another entry layout
 OFPMT_OXM = 1
 _TLV = struct.Struct("!HH")
 _U16 = struct.Struct("!H")

@@ -116,7 +116,7 @@ _RULE_SLOTS = tuple(getattr(FlowRule, name).__set__ for name in (  # type: ignor
     "match", "actions", "priority", "idle_timeout", "hard_timeout", "bridge", "origin", "text"))
 
 
-DECODE_CACHE_LIMIT = 50_000  # distinct action lists remembered during one restore
+DECODE_CACHE_LIMIT = 50_000  # distinct action lists (and masks) remembered during one restore
 
 
 class DecodeCache:
@@ -154,7 +154,9 @@ def decode_rows(rows: list[tuple[Any, ...]], cache: DecodeCache | None = None) -
         mask_bytes = mask
         mask = known_mask(mask_bytes)
         if mask is None:
-            mask = masks[mask_bytes] = from_bytes(mask_bytes, "big")
+            mask = from_bytes(mask_bytes, "big")
+            if len(masks) < DECODE_CACHE_LIMIT:
+                masks[mask_bytes] = mask
         if value & mask != value:
             raise RecordError(f"rule {rule_id}: match value has bits outside its mask")
         _set_value(match, value)
