@@ -285,17 +285,9 @@ def _enqueue_ready(actions: Sequence[Action]) -> list[Action]:
 
 
 def parse_actions(version: int, raw: bytes, start: int, end: int) -> list[Any]:
-    """The os-ken actions in raw[start:end]; each must be as long as the wire says
+    """The os-ken actions in raw[start:end], each checked to be as long as the wire says
     (wellformed.check_actions), or os-ken's own walk inside ct() could loop."""
-    wellformed.check_actions(raw, start, end, "action list", version)
-    parser = of10p.OFPAction.parser if version == OFP10 else of13p.OFPAction.parser
-    out: list[Any] = []
-    offset = start
-    while offset < end:
-        action = parser(raw, offset)
-        out.append(action)
-        offset += action.len  # equal to the wire's length: checked above
-    return out
+    return wellformed.check_actions(raw, start, end, "action list", version)
 
 
 def serialize_actions(actions: Sequence[Any]) -> bytes:

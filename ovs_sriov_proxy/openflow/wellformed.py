@@ -13,6 +13,8 @@ fault, any list that would not advance, does not fit, or would make os-ken land 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from os_ken.ofproto import (
     ofproto_v1_0_parser,
@@ -89,12 +91,14 @@ def _check(version: int, msg_type: int, raw: bytes) -> None:
 
 
 def check_actions(raw: bytes, start: int, end: int, what: str = "action list",
-                  version: int | None = None) -> None:
+                  version: int | None = None) -> list[Any]:
     """The TLV framing of an action list. With `version`, also that os-ken, which walks an
     action list by the lengths *it* gives each action (a fixed size for the standard ones),
     lands where the wire says: a pop_vlan claiming 16 bytes would otherwise make it parse the
     padding as an action of length 0, forever. That parses each action once with os-ken, so
-    it is for lists os-ken will walk, not for the PACKET_OUTs relayed as bytes."""
+    it is for lists os-ken will walk, not for the PACKET_OUTs relayed as bytes; the os-ken
+    actions parsed are returned (none without `version`)."""
+    parsed: list[Any] = []
     offset = start
     while offset < end:
         if end - offset < 8:
@@ -105,17 +109,24 @@ def check_actions(raw: bytes, start: int, end: int, what: str = "action list",
         if kind == OFPAT_EXPERIMENTER and length >= 16:  # a Nicira action's smallest size
             _check_nicira_action(raw, offset, offset + length, what, version)
         if version is not None:
-            _check_action_length(version, raw[offset:offset + length], kind, what)
+            parsed.append(_parsed_at_its_length(_ACTION_PARSERS[version],
+                                                raw[offset:offset + length], kind,
+                                                f"{what}: an action"))
         offset += length
+    return parsed
 
 
-def _check_action_length(version: int, element: bytes, kind: int, what: str) -> None:
+def _parsed_at_its_length(parser: Callable[[bytes, int], Any], element: bytes, kind: int,
+                          what: str) -> Any:
+    """os-ken's object for one list element, which must be as long as os-ken makes it: os-ken
+    steps through a list by the `len` it gives each element, not by the wire's length."""
     try:
-        action = _ACTION_PARSERS[version](element, 0)
+        parsed = parser(element, 0)
     except Exception as exc:  # os-ken raises struct, key, attribute and its own errors
-        raise RemoteProtocolError(f"{what}: undecodable action of type {kind}: {exc!r}") from exc
-    if getattr(action, "len", None) != len(element):
-        raise RemoteProtocolError(f"{what}: an action of type {kind} is not {len(element)} bytes")
+        raise RemoteProtocolError(f"{what} of type {kind} is undecodable: {exc!r}") from exc
+    if getattr(parsed, "len", None) != len(element):
+        raise RemoteProtocolError(f"{what} of type {kind} is not {len(element)} bytes")
+    return parsed
 
 
 def _check_nicira_action(raw: bytes, start: int, end: int, what: str,
@@ -160,15 +171,9 @@ def check_instructions(version: int, raw: bytes, start: int, end: int) -> None:
             raise RemoteProtocolError(f"an instruction of length {length} does not fit")
         if kind in _ACTION_LIST_INSTRUCTIONS:
             check_actions(raw, offset + 8, offset + length, "instruction's action list", version)
-        # os-ken walks instructions by the length it gives each (fixed for goto_table, meter,
-        # write_metadata...): it must land where the wire says, as for actions.
-        element = raw[offset:offset + length]
-        try:
-            instruction = _INSTRUCTION_PARSERS[version](element, 0)
-        except Exception as exc:  # os-ken raises struct, key, attribute and its own errors
-            raise RemoteProtocolError(f"undecodable instruction of type {kind}: {exc!r}") from exc
-        if getattr(instruction, "len", None) != length:
-            raise RemoteProtocolError(f"an instruction of type {kind} is not {length} bytes")
+        # Fixed for goto_table, meter, write_metadata...: it must land where the wire says.
+        _parsed_at_its_length(_INSTRUCTION_PARSERS[version], raw[offset:offset + length], kind,
+                              "an instruction")
         offset += length
 
 
