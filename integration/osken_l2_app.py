@@ -1,6 +1,7 @@
 """A reactive L2 learning switch written on os-ken's app framework (OpenFlow 1.3), for tests.
 
     python integration/osken_l2_app.py --listen PORT [--proactive PRIORITY:IN_PORT:OUT_PORT ...]
+                                       [--group-flow IN_PORT:GROUP:METER:OUT_PORT ...]
                                        [--quiet] [--packet-outs-only]
 
 os-ken 4.2.2 ships no `osken-manager`, so this script is its own manager: it registers the app,
@@ -9,6 +10,11 @@ packet for a known destination gets a flow (in_port, eth_dst -> output) that car
 packet-in's buffer id and so releases the packet; one for an unknown destination is flooded
 with a PACKET_OUT. `--proactive` flows are installed as soon as the switch connects. One line
 per decision goes to stderr ("flow ..." or "flood ...").
+
+`--group-flow` makes it program groups and meters the way Faucet does: on connect it deletes
+every group and meter, then adds meter METER, group GROUP (type all, output OUT_PORT) and a flow
+in_port=IN_PORT -> meter METER, group GROUP; then it asks for its groups' and meters' ids and
+prints them ("groups [...]", "meters [...]"). Errors from the switch are printed ("error ...").
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from os_ken.ofproto import ofproto_v1_3  # noqa: E402
 FLOW_PRIORITY = 10
 FLOW_IDLE_TIMEOUT = 30
 PROACTIVE: list[tuple[int, int, int]] = []  # (priority, in_port, out_port), from the command line
+GROUP_FLOWS: list[tuple[int, int, int, int]] = []  # (in_port, group, meter, out_port)
 
 
 class LearningSwitch(app_manager.OSKenApp):
@@ -60,7 +67,40 @@ class LearningSwitch(app_manager.OSKenApp):
                 datapath, priority=priority, match=parser.OFPMatch(in_port=in_port),
                 instructions=[parser.OFPInstructionActions(
                     ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionOutput(out_port)])]))
+        if GROUP_FLOWS:
+            self.program_groups(datapath)
         self.say(f"switch {datapath.id:016x} connected")
+
+    def program_groups(self, datapath: Any) -> None:
+        ofp, parser = datapath.ofproto, datapath.ofproto_parser
+        datapath.send_msg(parser.OFPGroupMod(datapath, ofp.OFPGC_DELETE, ofp.OFPGT_ALL,
+                                             ofp.OFPG_ALL, []))
+        datapath.send_msg(parser.OFPMeterMod(datapath, ofp.OFPMC_DELETE, 0, ofp.OFPM_ALL, []))
+        for in_port, group, meter, out_port in GROUP_FLOWS:
+            datapath.send_msg(parser.OFPMeterMod(datapath, ofp.OFPMC_ADD, ofp.OFPMF_PKTPS, meter,
+                                                 [parser.OFPMeterBandDrop(rate=10000)]))
+            bucket = parser.OFPBucket(actions=[parser.OFPActionOutput(out_port)])
+            datapath.send_msg(parser.OFPGroupMod(datapath, ofp.OFPGC_ADD, ofp.OFPGT_ALL, group,
+                                                 [bucket]))
+            datapath.send_msg(parser.OFPFlowMod(
+                datapath, priority=100, match=parser.OFPMatch(in_port=in_port),
+                instructions=[parser.OFPInstructionMeter(meter),
+                              parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                                           [parser.OFPActionGroup(group)])]))
+        datapath.send_msg(parser.OFPGroupDescStatsRequest(datapath, 0))
+        datapath.send_msg(parser.OFPMeterConfigStatsRequest(datapath, 0, ofp.OFPM_ALL))
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    def group_desc(self, event: Any) -> None:
+        self.say(f"groups {sorted(desc.group_id for desc in event.msg.body)}")
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def meter_config(self, event: Any) -> None:
+        self.say(f"meters {sorted(config.meter_id for config in event.msg.body)}")
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def switch_error(self, event: Any) -> None:
+        self.say(f"error type {event.msg.type} code {event.msg.code}")
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, event: Any) -> None:
@@ -98,6 +138,8 @@ def main() -> None:
     parser.add_argument("--listen", type=int, required=True)
     parser.add_argument("--proactive", action="append", default=[],
                         metavar="PRIORITY:IN_PORT:OUT_PORT")
+    parser.add_argument("--group-flow", action="append", default=[],
+                        metavar="IN_PORT:GROUP:METER:OUT_PORT")
     parser.add_argument("--quiet", action="store_true", help="no line per decision")
     parser.add_argument("--packet-outs-only", action="store_true",
                         help="never install a flow: every packet is a miss (benchmarks)")
@@ -107,6 +149,9 @@ def main() -> None:
     for text in args.proactive:
         priority, in_port, out_port = (int(part) for part in text.split(":"))
         PROACTIVE.append((priority, in_port, out_port))
+    for text in args.group_flow:
+        in_port, group, meter, out_port = (int(part) for part in text.split(":"))
+        GROUP_FLOWS.append((in_port, group, meter, out_port))
     cfg.CONF([f"--ofp-tcp-listen-port={args.listen}", "--ofp-listen-host=127.0.0.1"],
              project="os_ken")
     app_manager.AppManager.run_apps([__name__])

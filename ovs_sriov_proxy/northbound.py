@@ -30,7 +30,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .arbiter import Arbiter
@@ -45,6 +45,7 @@ from .bands import (
     view_flow_mod,
 )
 from .config import RETAIN_DROP, RETAIN_KEEP, ControllerConfig, TlsConfig
+from .idspaces import BridgeIds, IdRefused
 from .openflow import codec, flows, switch_side, translate, wellformed
 from .openflow.framing import (
     OFP10,
@@ -84,6 +85,7 @@ LOW_COOKIE = (1 << TAG_SHIFT) - 1
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
 OFPFC_ADD = 0
 RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
+SEED_TIMEOUT = 5.0  # seconds the bridge may take to list its groups and meters (idspaces.py)
 MAX_MAPPED_XIDS = 65536  # per bridge; relayed requests whose replies never come age out
 _U64 = struct.Struct("!Q")
 _U32 = struct.Struct("!I")
@@ -131,6 +133,8 @@ class Northbound:
                         key=lambda i: (-self.controllers[i].priority, i))  # by static primacy
         self.bands = assign_bands([self.controllers[i].name for i in ranked], priority_bands)
         self.floors: dict[Any, TableFloor] = {}  # by bridge session: who owns table 0's misses
+        self.ids: dict[Any, BridgeIds] = {}  # by bridge session: group and meter ids
+        self._seeding: dict[Any, _Seeding] = {}  # by bridge session: their listing, under way
         self._uses_hours = any(c.primacy is not None and c.primacy.hours for c in controllers)
         proxy.learned_origins = frozenset(self.tags)
         self.arbiter = Arbiter.from_config(controllers)
@@ -167,6 +171,7 @@ class Northbound:
         links = self.links[bridge.session] = {}
         self._xids[bridge.session] = OrderedDict()
         self.floors[bridge.session] = TableFloor()
+        ids = self.ids[bridge.session] = BridgeIds([c.name for c in self.controllers])
         for controller in self.controllers:
             versions = offered_versions(controller, bridge.version)
             if not versions:
@@ -182,6 +187,13 @@ class Northbound:
                                      tls=self._tls.get(controller.name), prefer=prefer)
             links[controller.name] = link
             self._bridge_of[link] = bridge
+        if ids.shared and bridge.version != OFP10:
+            self._start_seeding(bridge)  # the links start when the bridge has listed its ids
+        else:
+            self._start_links(bridge)
+
+    def _start_links(self, bridge: Bridge) -> None:
+        for name, link in self.links.get(bridge.session, {}).items():
             link.start()
             # A controller that cannot be reached from the start (a proxy restarted during its
             # outage) is away as much as one whose link broke: its retain clock starts too.
@@ -189,7 +201,65 @@ class Northbound:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # driven without a loop (the sans-IO tests): no timers
                 continue
-            loop.call_later(RETAIN_GRACE, self._retain_if_unreachable, bridge, controller.name)
+            loop.call_later(RETAIN_GRACE, self._retain_if_unreachable, bridge, name)
+
+    def _start_seeding(self, bridge: Bridge) -> None:
+        """Ask the bridge for its groups, meters and meter limit before any controller connects:
+        the ids a controller already owns there (a restarted proxy) must be known before its
+        first delete-all, and the meter slices depend on the limit."""
+        session, version = bridge.session, bridge.version
+        parser, dp = codec.parser(version), codec.datapath(version)
+        group_desc = (parser.OFPGroupDescStatsRequest(dp, 0) if version < 0x06
+                      else parser.OFPGroupDescStatsRequest(dp, 0, 0xFFFFFFFC))  # OFPG_ALL
+        requests = {OFPMP_GROUP_DESC: group_desc,
+                    OFPMP_METER_CONFIG: parser.OFPMeterConfigStatsRequest(dp, 0, 0xFFFFFFFF),
+                    OFPMP_METER_FEATURES: parser.OFPMeterFeaturesStatsRequest(dp, 0)}
+        seeding = self._seeding[session] = _Seeding()
+        for kind, request in requests.items():
+            xid = session.next_xid()
+            seeding.pending[xid] = kind
+            session.send(codec.serialize(request, xid))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop (the sans-IO tests): they answer or not
+            return
+        loop.call_later(SEED_TIMEOUT, self._seeded, bridge, "the bridge did not list them in time")
+
+    def _seed_reply(self, bridge: Bridge, seeding: _Seeding, message: Message) -> None:
+        kind = seeding.pending[message.xid]
+        raw = message.raw
+        if kind == OFPMP_METER_FEATURES:
+            if len(raw) >= 20:
+                seeding.max_meter = _U32.unpack_from(raw, 16)[0]
+        elif message.type == OFPT13_MULTIPART_REPLY:
+            found = seeding.groups if kind == OFPMP_GROUP_DESC else seeding.meters
+            at = 16
+            while at + 8 <= len(raw):
+                (length,) = struct.unpack_from("!H", raw, at)
+                if length < 8 or at + length > len(raw):
+                    break
+                found.append(_U32.unpack_from(raw, at + 4)[0])
+                at += length
+        if message.type != OFPT13_MULTIPART_REPLY or not raw[11] & 1:  # the last part
+            del seeding.pending[message.xid]
+        if not seeding.pending:
+            self._seeded(bridge, None)
+
+    def _seeded(self, bridge: Bridge, problem: str | None) -> None:
+        seeding = self._seeding.pop(bridge.session, None)
+        ids = self.ids.get(bridge.session)
+        if seeding is None or ids is None:
+            return  # done already, or the bridge went away
+        ids.set_max_meter(seeding.max_meter)
+        ids.seed(seeding.groups, seeding.meters)
+        if problem is not None:
+            log.warning("%s: listing groups and meters failed (%s); controllers connect anyway, "
+                        "and a delete-all of theirs reaches only what they add from now on",
+                        bridge.label, problem)
+        log.info("%s: %d groups and %d meters on the bridge, meter limit %d, split between "
+                 "%d controllers", bridge.label, len(seeding.groups), len(seeding.meters),
+                 seeding.max_meter, len(ids.names))
+        self._start_links(bridge)
 
     def _retain_if_unreachable(self, bridge: Bridge, controller: str) -> None:
         link = self.links.get(bridge.session, {}).get(controller)
@@ -202,6 +272,8 @@ class Northbound:
         links = self.links.pop(bridge.session, {})
         self._xids.pop(bridge.session, None)
         self.floors.pop(bridge.session, None)
+        self.ids.pop(bridge.session, None)
+        self._seeding.pop(bridge.session, None)
         for link in links.values():
             self._bridge_of.pop(link, None)
             asyncio.get_running_loop().create_task(link.stop())
@@ -407,14 +479,25 @@ class Northbound:
             raw, clamped = remap_flow_mod(bridge.version, raw, self.bands[controller])
             if clamped:
                 bridge.counters[f"priority_clamped:{controller}"] += 1
+        ids = self.ids.get(bridge.session)
+        if ids is not None and ids.shared:
+            try:
+                to_send = ids.down(controller, raw)
+            except IdRefused as exc:
+                self._refuse_ids(bridge, controller, message, exc)
+                return
+        else:
+            to_send = [raw]
+        if message.type == OFPT_FLOW_MOD:
             put_back_table_miss = self._track_table_floor(bridge, controller, raw)
         session = bridge.session
-        xid = session.next_xid()
         xids = self._xids.setdefault(session, OrderedDict())
-        xids[xid] = (controller, message.xid)
-        if len(xids) > MAX_MAPPED_XIDS:
-            xids.popitem(last=False)
-        session.send(switch_side.rewrite_xid(raw, xid))
+        for one in to_send:  # a delete-all of groups or meters may become several deletes
+            xid = session.next_xid()
+            xids[xid] = (controller, message.xid)
+            if len(xids) > MAX_MAPPED_XIDS:
+                xids.popitem(last=False)
+            session.send(switch_side.rewrite_xid(one, xid))
         if put_back_table_miss:
             table_miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
             if table_miss:  # OpenFlow 1.0 sends misses without a flow: nothing to put back
@@ -422,6 +505,20 @@ class Northbound:
                 bridge.counters["table_miss_reinstalled"] += 1
                 log.info("%s: controller %s removed its catch-all from table 0; the proxy's "
                          "table-miss flow is back", bridge.label, controller)
+
+    def _refuse_ids(self, bridge: Bridge, controller: str, message: Message,
+                    refused: IdRefused) -> None:
+        """A controller's message naming a group or meter outside its slice: its error, and
+        nothing reaches the bridge."""
+        bridge.counters[f"ids_refused:{controller}"] += 1
+        log.warning("%s: controller %s sent %s (xid %d) refused: %s", bridge.label, controller,
+                    translate.message_name(message.version, message.type), message.xid,
+                    refused.reason)
+        link = self.links.get(bridge.session, {}).get(controller)
+        if link is not None and link.session is not None and link.session.version:
+            version = link.session.version
+            self._to_controller(link, error(version, message.xid, refused.err_type, refused.code,
+                                            message.raw))
 
     def _track_table_floor(self, bridge: Bridge, controller: str, raw: bytes) -> bool:
         """Follow who owns table 0's misses (see bands.py); True when the proxy's table-miss
@@ -482,8 +579,16 @@ class Northbound:
         session = bridge.session
         data = miss.data if bridge_buffer == NO_BUFFER else b""
         if answer.packet_out is not None:
-            po = answer.packet_out
-            session.send(_packet_out(bridge.version, bridge_buffer, miss.in_port, po.actions_raw,
+            actions = answer.packet_out.actions_raw
+            ids = self.ids.get(bridge.session)
+            if ids is not None:
+                try:
+                    actions = ids.map_actions(winner, bridge.version, actions)
+                except IdRefused as exc:
+                    self._refuse_ids(bridge, winner, answer.message, exc)
+                    self.proxy.fallback(bridge, bridge_buffer, miss.in_port, miss.data)
+                    return
+            session.send(_packet_out(bridge.version, bridge_buffer, miss.in_port, actions,
                                      data, session.next_xid()))
             return
         flow_mod = bytearray(self._tag_flow_mod(bridge.version, winner, answer.message.raw))
@@ -552,6 +657,10 @@ class Northbound:
 
     def bridge_message(self, bridge: Bridge, message: Message) -> None:
         """A reply from the bridge: back to the controller whose request it answers."""
+        seeding = self._seeding.get(bridge.session)
+        if seeding is not None and message.xid in seeding.pending:
+            self._seed_reply(bridge, seeding, message)
+            return
         xids = self._xids.get(bridge.session)
         entry = xids.get(message.xid) if xids is not None else None
         if entry is None or xids is None:
@@ -564,10 +673,20 @@ class Northbound:
         link = self.links.get(bridge.session, {}).get(controller)
         if link is not None:
             raw = untag_flow_stats(message, self.tags[controller], self.bands[controller])
+            ids = self.ids.get(bridge.session)
+            if ids is not None:
+                raw = ids.up(controller, raw)
             for reply in self._translate_up(bridge, link, raw, controller_xid):
                 self._to_controller(link, switch_side.rewrite_xid(reply, controller_xid))
 
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
+        seeding = self._seeding.get(bridge.session)
+        if seeding is not None and event.xid in seeding.pending:
+            # e.g. a bridge without meters: nothing of that kind to list
+            del seeding.pending[event.xid]
+            if not seeding.pending:
+                self._seeded(bridge, None)
+            return
         xids = self._xids.get(bridge.session)
         entry = xids.pop(event.xid, None) if xids is not None else None
         if entry is None:
@@ -698,6 +817,16 @@ class Northbound:
         self._schedule()
 
 
+@dataclass(slots=True)
+class _Seeding:
+    """A bridge's groups, meters and meter limit being listed (see _start_seeding)."""
+
+    pending: dict[int, int] = field(default_factory=dict)  # request xid -> multipart type
+    groups: list[int] = field(default_factory=list)
+    meters: list[int] = field(default_factory=list)
+    max_meter: int = 0
+
+
 def offered_versions(controller: ControllerConfig, bridge_version: int) -> frozenset[int]:
     """The versions offered to a controller for a bridge: those it is configured for that equal
     the bridge's or translate to it (1.0 <-> 1.3)."""
@@ -713,6 +842,7 @@ def _flow_mod_buffer_id(message: Message) -> int:
     return int(buffer_id)
 
 
+OFPMP_GROUP_DESC, OFPMP_METER_CONFIG, OFPMP_METER_FEATURES = 7, 10, 11
 OFPST_FLOW = 1  # flow statistics: OFPST_FLOW in 1.0, OFPMP_FLOW in 1.3+
 # Where the cookie sits in one flow-stats entry (after the 1.0 ofp_match, or the 1.3+ fixed part).
 _STATS_COOKIE_AT = {OFP10: 64}

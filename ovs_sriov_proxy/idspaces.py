@@ -1,0 +1,440 @@
+"""Group and meter ids per controller on a bridge that several controllers program.
+
+Every controller numbers its groups and meters as if it were alone, so two controllers both
+using group 1 would overwrite each other's group, and one controller's "delete all groups"
+(Faucet sends it on connect) would wipe the other's. So, like priorities (bands.py), ids are
+split: controller k of N (config order) gets its own slice of the bridge's ids, and its id i is
+installed as `slice.low + i`. Groups split OpenFlow's whole range (0..OFPG_MAX); meters split
+1..max_meter as the bridge's METER_FEATURES reports it (OVS refuses meter ids above it). A
+controller's id that does not fit its slice is refused with the error a bridge with that
+many ids would give. With one controller nothing is remapped.
+
+The proxy keeps, per bridge, which of the bridge's groups and meters fall in each controller's
+slice: those it relayed adds of, plus those already on the bridge when the proxy connected
+(`seed`, from a GROUP_DESC and METER_CONFIG dump, since a restarted proxy finds the groups a
+controller made before). A controller's delete-all then becomes one delete per id it owns.
+
+Stats replies show a controller only its own groups and meters, with its own ids; its flows'
+group and meter references are mapped both ways. Special ids (OFPG_ANY/ALL, OFPM_ALL,
+OFPM_CONTROLLER/SLOWPATH) pass unchanged. OpenFlow 1.0 has neither groups nor meters; on 1.5
+bridges the 1.5 GROUP_MOD and GROUP_DESC layouts (bucket properties) are not remapped, so with
+several controllers those two messages are refused (documented in docs/architecture.md).
+
+Pure logic on raw message bytes, which the caller has already checked well-formed
+(openflow/wellformed.py); no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+OFP13, OFP15 = 0x04, 0x06
+OFPT_PACKET_OUT, OFPT_FLOW_MOD, OFPT_GROUP_MOD = 13, 14, 15
+OFPT_MULTIPART_REQUEST, OFPT_MULTIPART_REPLY, OFPT_METER_MOD = 18, 19, 29
+OFPMP_FLOW, OFPMP_AGGREGATE, OFPMP_GROUP, OFPMP_GROUP_DESC = 1, 2, 6, 7
+OFPMP_METER, OFPMP_METER_CONFIG, OFPMP_METER_FEATURES = 9, 10, 11
+OFPGC_ADD, OFPGC_DELETE = 0, 2
+OFPMC_ADD, OFPMC_DELETE = 0, 2
+OFPG_MAX, OFPG_ALL, OFPG_ANY = 0xFFFFFF00, 0xFFFFFFFC, 0xFFFFFFFF
+OFPM_MAX = 0xFFFF0000  # above it: OFPM_SLOWPATH, OFPM_CONTROLLER, OFPM_ALL
+OFPM_ALL = 0xFFFFFFFF
+OFPIT_WRITE_ACTIONS, OFPIT_APPLY_ACTIONS, OFPIT_METER = 3, 4, 6
+OFPAT_GROUP, OFPAT15_METER = 22, 29
+OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, OFPBRC_BAD_LEN = 1, 1, 6
+OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP = 2, 9
+OFPFC_DELETE, OFPFC_DELETE_STRICT = 3, 4
+OFPET_GROUP_MOD_FAILED, OFPGMFC_INVALID_GROUP = 6, 1
+OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER, OFPMMFC_OUT_OF_METERS = 12, 2, 10
+MULTIPART_MORE = 1
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+class IdRefused(Exception):
+    """A controller's message names an id outside its slice (or a layout not remapped): the
+    OpenFlow error to answer it with."""
+
+    def __init__(self, err_type: int, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.err_type = err_type
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class IdSlice:
+    """Bridge ids low+first .. low+last for a controller's ids first..last."""
+
+    low: int
+    first: int
+    last: int
+
+    def to_bridge(self, ident: int) -> int | None:
+        if self.first <= ident <= self.last:
+            return self.low + ident
+        return None
+
+    def from_bridge(self, ident: int) -> int | None:
+        if self.first <= ident - self.low <= self.last:
+            return ident - self.low
+        return None
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+def group_slices(count: int) -> list[IdSlice]:
+    """OpenFlow's group ids 0..OFPG_MAX split into `count` slices; one controller: all of it."""
+    width = (OFPG_MAX + 1) // max(count, 1)
+    return [IdSlice(k * width, 0, width - 1) for k in range(count)]
+
+
+def meter_slices(count: int, max_meter: int) -> list[IdSlice]:
+    """Meter ids 1..max_meter split into `count` slices (a controller's meter 1 is the first of
+    its slice); one controller: every id, the bridge judges."""
+    if count <= 1:
+        return [IdSlice(0, 1, OFPM_MAX)] * count
+    width = max_meter // count
+    return [IdSlice(k * width, 1, width) for k in range(count)]
+
+
+@dataclass(slots=True)
+class ControllerIds:
+    """One controller's slices on one bridge, and the bridge ids it owns there."""
+
+    groups: IdSlice
+    meters: IdSlice
+    owned_groups: set[int] = field(default_factory=set)
+    owned_meters: set[int] = field(default_factory=set)
+
+
+class BridgeIds:
+    """Group and meter ids of every controller on one bridge (see the module docstring)."""
+
+    def __init__(self, controllers: Sequence[str], max_meter: int = 0) -> None:
+        self.shared = len(controllers) > 1  # False: nothing is remapped or tracked
+        self.names = list(controllers)
+        self.by_name: dict[str, ControllerIds] = {}
+        self.set_max_meter(max_meter)
+
+    def set_max_meter(self, max_meter: int) -> None:
+        """The bridge's METER_FEATURES max_meter: the meter slices follow it."""
+        groups = group_slices(len(self.names))
+        meters = meter_slices(len(self.names), max_meter)
+        for name, group_slice, meter_slice in zip(self.names, groups, meters, strict=True):
+            old = self.by_name.get(name)
+            ids = ControllerIds(group_slice, meter_slice)
+            if old is not None:
+                ids.owned_groups, ids.owned_meters = old.owned_groups, old.owned_meters
+            self.by_name[name] = ids
+
+    def seed(self, groups: Sequence[int] = (), meters: Sequence[int] = ()) -> None:
+        """Groups and meters found on the bridge: each to the controller whose slice holds it."""
+        if not self.shared:
+            return
+        for ids in self.by_name.values():
+            ids.owned_groups.update(g for g in groups if ids.groups.from_bridge(g) is not None)
+            ids.owned_meters.update(m for m in meters if ids.meters.from_bridge(m) is not None)
+
+    # ---- controller -> bridge ----
+
+    def down(self, controller: str, raw: bytes) -> list[bytes]:
+        """A controller's message as the bridge must get it: ids moved into its slices, a
+        delete-all expanded into deletes of its own ids (possibly none). Raises IdRefused."""
+        if not self.shared or raw[0] < OFP13:
+            return [raw]
+        try:
+            return self._down(self.by_name[controller], raw)
+        except (struct.error, IndexError):
+            raise IdRefused(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN, "message too short") from None
+
+    def _down(self, ids: ControllerIds, raw: bytes) -> list[bytes]:
+        msg_type = raw[1]
+        if msg_type == OFPT_FLOW_MOD:
+            out = bytearray(raw)
+            _map_flow_mod(out, _down_mapper(ids, raw[0]))
+            return [bytes(out)]
+        if msg_type == OFPT_PACKET_OUT:
+            out = bytearray(raw)
+            _map_packet_out(out, _down_mapper(ids, raw[0]))
+            return [bytes(out)]
+        if msg_type == OFPT_GROUP_MOD:
+            return self._group_mod(ids, raw)
+        if msg_type == OFPT_METER_MOD:
+            return self._meter_mod(ids, raw)
+        if msg_type == OFPT_MULTIPART_REQUEST:
+            out = bytearray(raw)
+            _map_multipart_request(out, _down_mapper(ids, raw[0]))
+            return [bytes(out)]
+        return [raw]
+
+    def _group_mod(self, ids: ControllerIds, raw: bytes) -> list[bytes]:
+        if raw[0] >= OFP15:
+            raise IdRefused(OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, "OpenFlow 1.5 group-mods are not "
+                            "remapped between several controllers")
+        (command,) = _U16.unpack_from(raw, 8)
+        (group,) = _U32.unpack_from(raw, 12)
+        if command == OFPGC_DELETE and group == OFPG_ALL:
+            owned, ids.owned_groups = sorted(ids.owned_groups), set()
+            return [_with_u32(raw[:16], 12, g, length=16) for g in owned]
+        out = bytearray(raw)
+        mapper = _down_mapper(ids, raw[0], group_mod=True)
+        _U32.pack_into(out, 12, mapper.group(group))
+        _map_buckets13(out, 16, len(out), mapper)
+        (bridge_group,) = _U32.unpack_from(out, 12)
+        if command == OFPGC_ADD:
+            ids.owned_groups.add(bridge_group)
+        elif command == OFPGC_DELETE:
+            ids.owned_groups.discard(bridge_group)
+        return [bytes(out)]
+
+    def _meter_mod(self, ids: ControllerIds, raw: bytes) -> list[bytes]:
+        (command,) = _U16.unpack_from(raw, 8)
+        (meter,) = _U32.unpack_from(raw, 12)
+        if command == OFPMC_DELETE and meter == OFPM_ALL:
+            owned, ids.owned_meters = sorted(ids.owned_meters), set()
+            return [_with_u32(raw[:16], 12, m, length=16) for m in owned]
+        bridge_meter = _down_mapper(ids, raw[0]).meter(meter)
+        if command == OFPMC_ADD:
+            ids.owned_meters.add(bridge_meter)
+        elif command == OFPMC_DELETE:
+            ids.owned_meters.discard(bridge_meter)
+        return [_with_u32(raw, 12, bridge_meter)]
+
+    def map_actions(self, controller: str, version: int, actions: bytes) -> bytes:
+        """A controller's action list (a PACKET_OUT answering a miss) with its group ids moved."""
+        if not self.shared or version < OFP13:
+            return actions
+        out = bytearray(actions)
+        _map_actions(out, 0, len(out), _down_mapper(self.by_name[controller], version))
+        return bytes(out)
+
+    # ---- bridge -> controller ----
+
+    def up(self, controller: str, raw: bytes) -> bytes:
+        """A multipart reply for `controller`: only its own groups and meters, with its ids; its
+        flows' group and meter references in its ids. Anything else is returned as is."""
+        if not self.shared or raw[0] < OFP13 or raw[1] != OFPT_MULTIPART_REPLY or len(raw) < 16:
+            return raw
+        try:
+            return self._up(self.by_name[controller], raw)
+        except (struct.error, IndexError):  # malformed by the bridge inside an entry: as it came
+            return raw
+
+    def _up(self, ids: ControllerIds, raw: bytes) -> bytes:
+        (kind,) = _U16.unpack_from(raw, 8)
+        mapper = _up_mapper(ids, raw[0])
+        if kind == OFPMP_FLOW and raw[0] < OFP15:  # 1.5 flow stats carry no instructions
+            out = bytearray(raw)
+            _each_entry(out, 16, 0, 48, lambda at, end: _map_flow_stats13(out, at, end, mapper))
+            return bytes(out)
+        if kind == OFPMP_METER_FEATURES and len(raw) >= 20:
+            return _with_u32(raw, 16, ids.meters.size)
+        keep: Callable[[bytearray, int, int], bool]
+        if kind == OFPMP_GROUP:
+            def keep(out: bytearray, at: int, end: int) -> bool:
+                return _unmap_u32(out, at + 4, ids.groups)
+        elif kind == OFPMP_GROUP_DESC:
+            def keep(out: bytearray, at: int, end: int) -> bool:
+                if not _unmap_u32(out, at + 4, ids.groups):
+                    return False
+                if out[0] < OFP15:  # (1.5 buckets are not remapped: see the module docstring)
+                    _map_buckets13(out, at + 8, end, mapper)
+                return True
+        elif kind == OFPMP_METER:
+            def keep(out: bytearray, at: int, end: int) -> bool:
+                return _unmap_u32(out, at, ids.meters)
+        elif kind == OFPMP_METER_CONFIG:
+            def keep(out: bytearray, at: int, end: int) -> bool:
+                return _unmap_u32(out, at + 4, ids.meters)
+        else:
+            return raw
+        length_at = 4 if kind == OFPMP_METER else 0
+        return _filter_entries(raw, 16, length_at, keep)
+
+
+# ---- id mappers ----
+
+
+@dataclass(frozen=True, slots=True)
+class _Mapper:
+    version: int  # of the message walked: 1.5 added a meter action
+    group: Callable[[int], int]
+    meter: Callable[[int], int]
+
+
+def _down_mapper(ids: ControllerIds, version: int, group_mod: bool = False) -> _Mapper:
+    """Controller ids to bridge ids; one outside the controller's slice is refused with what a
+    bridge with that many ids answers (a group-mod's own error, else a bad output group)."""
+    group_error = ((OFPET_GROUP_MOD_FAILED, OFPGMFC_INVALID_GROUP) if group_mod
+                   else (OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP))
+
+    def group(ident: int) -> int:
+        if ident > OFPG_MAX:  # OFPG_ALL, OFPG_ANY
+            return ident
+        mapped = ids.groups.to_bridge(ident)
+        if mapped is None:
+            raise IdRefused(*group_error,
+                            f"group {ident} is outside this controller's {ids.groups.size} ids")
+        return mapped
+
+    def meter(ident: int) -> int:
+        if ident > OFPM_MAX:  # OFPM_SLOWPATH, OFPM_CONTROLLER, OFPM_ALL: shared
+            return ident
+        mapped = ids.meters.to_bridge(ident)
+        if mapped is None:
+            code = OFPMMFC_INVALID_METER if ident == 0 else OFPMMFC_OUT_OF_METERS
+            raise IdRefused(OFPET_METER_MOD_FAILED, code,
+                            f"meter {ident} is outside this controller's {ids.meters.size} ids")
+        return mapped
+
+    return _Mapper(version, group, meter)
+
+
+def _up_mapper(ids: ControllerIds, version: int) -> _Mapper:
+    """Bridge ids back to the controller's; ids of other controllers' slices stay as they are."""
+    def group(ident: int) -> int:
+        if ident > OFPG_MAX:
+            return ident
+        mapped = ids.groups.from_bridge(ident)
+        return ident if mapped is None else mapped
+
+    def meter(ident: int) -> int:
+        if ident > OFPM_MAX:
+            return ident
+        mapped = ids.meters.from_bridge(ident)
+        return ident if mapped is None else mapped
+
+    return _Mapper(version, group, meter)
+
+
+# ---- walking raw messages (lengths already checked by openflow/wellformed.py) ----
+
+
+def _with_u32(raw: bytes, at: int, value: int, length: int | None = None) -> bytes:
+    out = bytearray(raw)
+    _U32.pack_into(out, at, value)
+    if length is not None:
+        _U16.pack_into(out, 2, length)
+    return bytes(out)
+
+
+def _remap_u32(buf: bytearray, at: int, mapping: Callable[[int], int]) -> None:
+    (value,) = _U32.unpack_from(buf, at)
+    _U32.pack_into(buf, at, mapping(value))
+
+
+def _unmap_u32(buf: bytearray, at: int, id_slice: IdSlice) -> bool:
+    """The bridge id at `at` back in the controller's ids; False if it is not in its slice."""
+    (value,) = _U32.unpack_from(buf, at)
+    mapped = id_slice.from_bridge(value)
+    if mapped is None:
+        return False
+    _U32.pack_into(buf, at, mapped)
+    return True
+
+
+def _map_actions(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
+    while at + 8 <= end:
+        action_type, length = struct.unpack_from("!HH", buf, at)
+        if length < 8 or at + length > end:
+            return
+        if action_type == OFPAT_GROUP:
+            _remap_u32(buf, at + 4, mapper.group)
+        elif action_type == OFPAT15_METER and mapper.version >= OFP15:
+            _remap_u32(buf, at + 4, mapper.meter)
+        at += length
+
+
+def _map_instructions(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
+    while at + 8 <= end:
+        kind, length = struct.unpack_from("!HH", buf, at)
+        if length < 8 or at + length > end:
+            return
+        if kind in (OFPIT_WRITE_ACTIONS, OFPIT_APPLY_ACTIONS):
+            _map_actions(buf, at + 8, at + length, mapper)
+        elif kind == OFPIT_METER:
+            _remap_u32(buf, at + 4, mapper.meter)
+        at += length
+
+
+def _padded_match_end(buf: bytearray, match_at: int) -> int:
+    (match_len,) = _U16.unpack_from(buf, match_at + 2)
+    return match_at + (match_len + 7) // 8 * 8
+
+
+def _map_flow_mod(buf: bytearray, mapper: _Mapper) -> None:
+    if buf[25] in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
+        _remap_u32(buf, 40, mapper.group)  # out_group: only deletes read it
+    _map_instructions(buf, _padded_match_end(buf, 48), len(buf), mapper)
+
+
+def _map_packet_out(buf: bytearray, mapper: _Mapper) -> None:
+    if buf[0] >= OFP15:
+        (actions_len,) = _U16.unpack_from(buf, 12)
+        at = _padded_match_end(buf, 16)
+    else:
+        (actions_len,) = _U16.unpack_from(buf, 16)
+        at = 24
+    _map_actions(buf, at, min(at + actions_len, len(buf)), mapper)
+
+
+def _map_buckets13(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
+    """OpenFlow 1.3/1.4 buckets: length, weight, watch_port, watch_group, pad, actions."""
+    while at + 16 <= end:
+        (length,) = _U16.unpack_from(buf, at)
+        if length < 16 or at + length > end:
+            return
+        _remap_u32(buf, at + 8, mapper.group)
+        _map_actions(buf, at + 16, at + length, mapper)
+        at += length
+
+
+def _map_multipart_request(buf: bytearray, mapper: _Mapper) -> None:
+    if len(buf) < 16:
+        return
+    (kind,) = _U16.unpack_from(buf, 8)
+    if kind in (OFPMP_FLOW, OFPMP_AGGREGATE) and len(buf) >= 28:
+        _remap_u32(buf, 24, mapper.group)  # out_group filter
+    elif kind == OFPMP_GROUP and len(buf) >= 20:
+        _remap_u32(buf, 16, mapper.group)
+    elif kind == OFPMP_GROUP_DESC and buf[0] >= OFP15 and len(buf) >= 20:
+        _remap_u32(buf, 16, mapper.group)  # 1.5 can ask for one group's description
+    elif kind in (OFPMP_METER, OFPMP_METER_CONFIG) and len(buf) >= 20:
+        _remap_u32(buf, 16, mapper.meter)
+
+
+def _map_flow_stats13(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
+    """One 1.3/1.4 flow-stats entry: 48 fixed bytes, the match, the instructions."""
+    _map_instructions(buf, _padded_match_end(buf, at + 48), end, mapper)
+
+
+def _each_entry(buf: bytearray, at: int, length_at: int, minimum: int,
+                visit: Callable[[int, int], None]) -> None:
+    while at + minimum <= len(buf):
+        (length,) = _U16.unpack_from(buf, at + length_at)
+        if length < minimum or at + length > len(buf):
+            return  # malformed from the bridge: the rest untouched
+        visit(at, at + length)
+        at += length
+
+
+def _filter_entries(raw: bytes, body_at: int, length_at: int,
+                    keep: Callable[[bytearray, int, int], bool]) -> bytes:
+    """A multipart reply with only the entries `keep` accepts (it may also rewrite them)."""
+    out = bytearray(raw[:body_at])
+    buf = bytearray(raw)
+    at = body_at
+    while at + length_at + 2 <= len(buf):
+        (length,) = _U16.unpack_from(buf, at + length_at)
+        if length < length_at + 8 or at + length > len(buf):
+            break  # malformed from the bridge: what follows is dropped, not guessed at
+        if keep(buf, at, at + length):
+            out += buf[at:at + length]
+        at += length
+    _U16.pack_into(out, 2, len(out))
+    return bytes(out)

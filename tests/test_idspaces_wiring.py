@@ -1,0 +1,109 @@
+"""Group and meter ids wired into the northbound, with real sessions and no sockets: the bridge
+lists its groups and meters before any controller is connected, and out-of-slice ids are
+refused with the controller's error."""
+
+from __future__ import annotations
+
+import struct
+
+from os_ken.ofproto import ofproto_v1_3 as o13
+from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+from ovs_sriov_proxy.config import ControllerConfig
+from ovs_sriov_proxy.idspaces import group_slices
+from ovs_sriov_proxy.northbound import Northbound
+from ovs_sriov_proxy.openflow.framing import OFP13, error, hello, simple_message
+from ovs_sriov_proxy.proxy import Proxy
+from ovs_sriov_proxy.rules.store import RuleStore
+from ovs_sriov_proxy.sessions.keepalive import SessionTiming
+from ovs_sriov_proxy.sessions.switch import SwitchSession
+from ovs_sriov_proxy.targets import parse_active
+
+from .test_switch_session import handshake_13
+from .test_translate_wiring import DP13, WireLink, bridge_out, build, parse
+
+
+class CountingLink(WireLink):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+
+
+def two_controllers_on_a_13_bridge():
+    WireLink.instances.clear()
+    proxy = Proxy(RuleStore())
+    controllers = [ControllerConfig(name, parse_active(f"tcp:127.0.0.1:{port}"))
+                   for name, port in (("a", 6653), ("b", 6654))]
+    northbound = Northbound(proxy, controllers, miss_timeout=0.2, timing=SessionTiming(),
+                            link_factory=CountingLink)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    return northbound, proxy, session, WireLink.instances
+
+
+def multipart_reply(xid: int, kind: int, body: bytes) -> bytes:
+    return simple_message(OFP13, o13.OFPT_MULTIPART_REPLY, xid, struct.pack("!HH4x", kind, 0) + body)
+
+
+def test_controllers_connect_once_the_bridge_has_listed_its_groups_and_meters() -> None:
+    northbound, proxy, session, links = two_controllers_on_a_13_bridge()
+    assert [link.started for link in links] == [0, 0]
+    requests = {struct.unpack_from("!H", m.raw, 8)[0]: m.xid for m in bridge_out(session)
+                if m.type == o13.OFPT_MULTIPART_REQUEST}
+    del requests[o13.OFPMP_FLOW]  # the proxy's own reconcile dump
+    assert set(requests) == {o13.OFPMP_GROUP_DESC, o13.OFPMP_METER_CONFIG,
+                             o13.OFPMP_METER_FEATURES}
+    b_low = group_slices(2)[1].low
+    group_desc = b"".join(struct.pack("!HBxI", 8, o13.OFPGT_ALL, g) for g in (4, b_low + 4))
+    answers = [
+        multipart_reply(requests[o13.OFPMP_GROUP_DESC], o13.OFPMP_GROUP_DESC, group_desc),
+        # a bridge that cannot list meters: an error, not a stall
+        error(OFP13, requests[o13.OFPMP_METER_CONFIG], o13.OFPET_BAD_REQUEST,
+              o13.OFPBRC_BAD_MULTIPART, b""),
+        multipart_reply(requests[o13.OFPMP_METER_FEATURES], o13.OFPMP_METER_FEATURES,
+                        struct.pack("!IIIBB2x", 100, 1, 0, 8, 0)),
+    ]
+    for answer in answers[:-1]:
+        proxy.handle_events(session, session.receive_data(answer, 1))
+        assert [link.started for link in links] == [0, 0]
+    proxy.handle_events(session, session.receive_data(answers[-1], 1))
+    assert [link.started for link in links] == [1, 1]
+    assert northbound.ids[session].by_name["b"].meters.size == 50  # half the bridge's 100
+    for link in links:
+        link.feed(hello(frozenset({OFP13})))
+        link.received()
+    # b's delete-all reaches the group found in its slice, and only that one.
+    links[1].feed(build(p13.OFPGroupMod(DP13, o13.OFPGC_DELETE, o13.OFPGT_ALL, o13.OFPG_ALL, []),
+                        xid=0x21))
+    [delete] = bridge_out(session)
+    assert struct.unpack_from("!I", delete.raw, 12)[0] == b_low + 4
+
+
+def test_an_out_of_slice_group_is_refused_with_the_controllers_xid_and_reaches_nothing() -> None:
+    northbound, proxy, session, links = two_controllers_on_a_13_bridge()
+    for message in bridge_out(session):  # an empty bridge, 100 meters
+        if message.type == o13.OFPT_MULTIPART_REQUEST:
+            kind = struct.unpack_from("!H", message.raw, 8)[0]
+            if kind == o13.OFPMP_FLOW:
+                continue  # the proxy's own reconcile dump
+            body = struct.pack("!IIIBB2x", 100, 1, 0, 8, 0) if kind == 11 else b""
+            proxy.handle_events(session, session.receive_data(
+                multipart_reply(message.xid, kind, body), 1))
+    links[0].feed(hello(frozenset({OFP13})))
+    links[0].received()
+    too_big = group_slices(2)[0].last + 1
+    bucket = p13.OFPBucket(actions=[p13.OFPActionOutput(1)])
+    links[0].feed(build(p13.OFPGroupMod(DP13, o13.OFPGC_ADD, o13.OFPGT_ALL, too_big, [bucket]),
+                        xid=0x31))
+    links[0].feed(build(p13.OFPMeterMod(DP13, o13.OFPMC_ADD, o13.OFPMF_KBPS, 51,
+                                        [p13.OFPMeterBandDrop(rate=1)]), xid=0x32))
+    assert bridge_out(session) == []
+    errors = [parse(m.raw) for m in links[0].received()]
+    assert [(e.xid, e.type, e.code) for e in errors] == [
+        (0x31, o13.OFPET_GROUP_MOD_FAILED, o13.OFPGMFC_INVALID_GROUP),
+        (0x32, o13.OFPET_METER_MOD_FAILED, o13.OFPMMFC_OUT_OF_METERS)]
+    (bridge,) = proxy.bridges.values()
+    assert bridge.counters["ids_refused:a"] == 2
