@@ -39,14 +39,20 @@ REPO_DIR = BENCH_DIR.parent
 OFLOAD = BENCH_DIR / "ofload.py"
 RESPONDER = BENCH_DIR / "responder.py"
 OSKEN_APP = REPO_DIR / "integration" / "osken_l2_app.py"
-TARGETS = ("responder", "testcontroller", "proxy", "proxy-miss", "osken", "proxy-osken")
+TARGETS = ("responder", "testcontroller", "proxy", "proxy-miss", "osken", "proxy-osken",
+           "relay-miss", "relay-osken")
 DEFAULT_TARGETS = TARGETS[:4]
 # proxy-miss: the proxy with no rules in front of the responder, so that every miss goes up to a
 # controller and back (the northbound miss path), compared with the responder alone.
 # osken / proxy-osken: the same comparison with a real controller, a reactive L2 learning switch
 # on os-ken's app framework (integration/osken_l2_app.py), directly and behind the proxy. It
 # answers with PACKET_OUTs only, so that the proxy learns nothing and every miss goes up.
-UPSTREAMS = {"proxy-miss": "responder", "proxy-osken": "osken"}
+# relay-miss / relay-osken: the floor of any proxy in between. socat (C) in front of the same
+# upstream, copying bytes both ways and understanding nothing, pinned where the proxy is. What
+# it adds over direct is the cost of a third process on the path: two more loopback hops and
+# wake-ups, no OpenFlow work.
+UPSTREAMS = {"proxy-miss": "responder", "proxy-osken": "osken",
+             "relay-miss": "responder", "relay-osken": "osken"}
 PROXY_RULE = "priority=10,udp actions=output:2"
 
 
@@ -185,22 +191,17 @@ class Harness:
             proto = "OpenFlow10" if version == "1.0" else "OpenFlow13"
             argv = ["ovs-testcontroller", f"--unixctl={self.workdir / (tag + '.ctl')}", "-O", proto,
                     "-vconsole:warn", f"ptcp:{port}:127.0.0.1"]
+        elif target.startswith("relay-"):
+            upstream_port = self.start_upstream(target, tag, log)
+            argv = ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay",
+                    f"TCP:127.0.0.1:{upstream_port},nodelay"]
         else:
             assert self.proxy_argv is not None
             state_dir = self.workdir / f"{tag}-state"
             state_dir.mkdir()
             config = self.workdir / f"{tag}.toml"
             if target in UPSTREAMS:
-                upstream_port = free_port()
-                upstream_argv = (
-                    [self.python, str(RESPONDER), "--listen", f"ptcp:{upstream_port}:127.0.0.1"]
-                    if UPSTREAMS[target] == "responder"
-                    else [self.python, str(OSKEN_APP), "--listen", str(upstream_port), "--quiet",
-                          "--packet-outs-only"])
-                upstream = self.children.start(upstream_argv, self.workdir / f"{tag}-upstream.log",
-                                               cpu)
-                self.upstreams.append(upstream)
-                wait_listening(upstream, upstream_port, log, self.args.start_timeout)
+                upstream_port = self.start_upstream(target, tag, log)
                 tail_text = ('[[controllers]]\nname = "up"\n'
                              f'target = "tcp:127.0.0.1:{upstream_port}"\n')
             else:
@@ -216,6 +217,20 @@ class Harness:
                                    env=env)
         wait_listening(proc, port, log, self.args.start_timeout)
         return proc, log
+
+    def start_upstream(self, target: str, tag: str, log: Path) -> int:
+        """The controller behind the proxy or relay, on the same CPU; its port."""
+        upstream_port = free_port()
+        upstream_argv = (
+            [self.python, str(RESPONDER), "--listen", f"ptcp:{upstream_port}:127.0.0.1"]
+            if UPSTREAMS[target] == "responder"
+            else [self.python, str(OSKEN_APP), "--listen", str(upstream_port), "--quiet",
+                  "--packet-outs-only"])
+        upstream = self.children.start(upstream_argv, self.workdir / f"{tag}-upstream.log",
+                                       self.args.controller_cpu)
+        self.upstreams.append(upstream)
+        wait_listening(upstream, upstream_port, log, self.args.start_timeout)
+        return upstream_port
 
     # -- one measurement ---------------------------------------------------
     def run_once(self, target: str, run: Run) -> dict[str, Any]:
@@ -316,9 +331,22 @@ class Harness:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """user + system CPU time of a process so far, with its children's (socat forks one per
+    connection), from /proc."""
+    def ticks(one: int) -> tuple[int, int]:  # (own + reaped children's, parent pid)
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]), int(fields[1])
+
+    total = ticks(pid)[0]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            try:
+                own, parent = ticks(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            if parent == pid:
+                total += own
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def summarize(run: Run, targets: list[str], samples: dict[str, list[dict[str, Any]]],
@@ -377,9 +405,10 @@ def format_table(entry: dict[str, Any]) -> str:
     for proxied, upstream in UPSTREAMS.items():
         if proxied in by_target and upstream in by_target:
             direct, via = by_target[upstream], by_target[proxied]
-            lines.append(f"  miss path ({upstream}): p50 through the proxy / direct = "
-                         f"{via['p50_us'] / direct['p50_us']:.2f}; proxy CPU per miss "
-                         f"{via['cpu_us_per_response']:.1f} us")
+            what = "the proxy" if proxied.startswith("proxy") else "socat (a byte relay)"
+            lines.append(f"  miss path ({upstream}): p50 through {what} / direct = "
+                         f"{via['p50_us'] / direct['p50_us']:.2f} (+{via['p50_us'] - direct['p50_us']:.0f} us);"
+                         f" its CPU per miss {via['cpu_us_per_response']:.1f} us")
     return "\n".join(lines) + "\n"
 
 

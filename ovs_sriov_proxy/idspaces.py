@@ -15,10 +15,12 @@ slice: those it relayed adds of, plus those already on the bridge when the proxy
 controller made before). A controller's delete-all then becomes one delete per id it owns.
 
 Stats replies show a controller only its own groups and meters, with its own ids; its flows'
-group and meter references are mapped both ways. Special ids (OFPG_ANY/ALL, OFPM_ALL,
-OFPM_CONTROLLER/SLOWPATH) pass unchanged. OpenFlow 1.0 has neither groups nor meters; on 1.5
-bridges the 1.5 GROUP_MOD and GROUP_DESC layouts (bucket properties) are not remapped, so with
-several controllers those two messages are refused (documented in docs/architecture.md).
+group and meter references are mapped both ways. Special ids (OFPG_ANY/ALL, OFPM_ALL) pass
+unchanged in filters and flows; the reserved meters (OFPM_CONTROLLER/SLOWPATH), one per bridge,
+cannot be changed by one of several controllers. OpenFlow 1.0 has neither groups nor meters.
+The 1.5 GROUP_MOD layout (bucket properties) is not remapped, so with several controllers a 1.5
+GROUP_MOD is refused; 1.5 group descriptions are filtered, their buckets left as they are
+(documented in docs/architecture.md).
 
 Pure logic on raw message bytes, which the caller has already checked well-formed
 (openflow/wellformed.py); no I/O.
@@ -35,7 +37,9 @@ OFPT_PACKET_OUT, OFPT_FLOW_MOD, OFPT_GROUP_MOD = 13, 14, 15
 OFPT_MULTIPART_REQUEST, OFPT_MULTIPART_REPLY, OFPT_METER_MOD = 18, 19, 29
 OFPMP_FLOW, OFPMP_AGGREGATE, OFPMP_GROUP, OFPMP_GROUP_DESC = 1, 2, 6, 7
 OFPMP_METER, OFPMP_METER_CONFIG, OFPMP_METER_FEATURES = 9, 10, 11
+OFPMP15_FLOW_STATS = 17  # 1.5: type 1 became FLOW_DESC, with instructions; 17 has none
 OFPGC_ADD, OFPGC_DELETE = 0, 2
+OFPGC_ADD_OR_MOD = 0x8000  # OVS's extension to 1.1-1.4
 OFPMC_ADD, OFPMC_DELETE = 0, 2
 OFPG_MAX, OFPG_ALL, OFPG_ANY = 0xFFFFFF00, 0xFFFFFFFC, 0xFFFFFFFF
 OFPM_MAX = 0xFFFF0000  # above it: OFPM_SLOWPATH, OFPM_CONTROLLER, OFPM_ALL
@@ -46,7 +50,10 @@ OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, OFPBRC_BAD_LEN = 1, 1, 6
 OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP = 2, 9
 OFPFC_DELETE, OFPFC_DELETE_STRICT = 3, 4
 OFPET_GROUP_MOD_FAILED, OFPGMFC_INVALID_GROUP = 6, 1
-OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER, OFPMMFC_OUT_OF_METERS = 12, 2, 10
+OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER, OFPMMFC_UNKNOWN_METER = 12, 2, 3
+OFPMMFC_OUT_OF_METERS = 10
+OFPGMFC_GROUP_EXISTS, OFPMMFC_METER_EXISTS = 0, 1
+NX_VENDOR, NXAST_CLONE = 0x00002320, 42  # Nicira's clone(...) action nests an action list
 MULTIPART_MORE = 1
 
 _U16 = struct.Struct("!H")
@@ -88,8 +95,9 @@ class IdSlice:
 
 
 def group_slices(count: int) -> list[IdSlice]:
-    """OpenFlow's group ids 0..OFPG_MAX split into `count` slices; one controller: all of it."""
-    width = (OFPG_MAX + 1) // max(count, 1)
+    """OpenFlow's group ids 0..OFPG_MAX - 1 split into `count` slices (OFPG_MAX itself stays
+    in nobody's, see _map_out_group); one controller: all of it."""
+    width = OFPG_MAX // max(count, 1)
     return [IdSlice(k * width, 0, width - 1) for k in range(count)]
 
 
@@ -186,7 +194,7 @@ class BridgeIds:
         _U32.pack_into(out, 12, mapper.group(group))
         _map_buckets13(out, 16, len(out), mapper)
         (bridge_group,) = _U32.unpack_from(out, 12)
-        if command == OFPGC_ADD:
+        if command in (OFPGC_ADD, OFPGC_ADD_OR_MOD):
             ids.owned_groups.add(bridge_group)
         elif command == OFPGC_DELETE:
             ids.owned_groups.discard(bridge_group)
@@ -198,12 +206,30 @@ class BridgeIds:
         if command == OFPMC_DELETE and meter == OFPM_ALL:
             owned, ids.owned_meters = sorted(ids.owned_meters), set()
             return [_with_u32(raw[:16], 12, m, length=16) for m in owned]
-        bridge_meter = _down_mapper(ids, raw[0]).meter(meter)
+        if meter > OFPM_MAX:  # OFPM_CONTROLLER, OFPM_SLOWPATH: one per bridge, for all
+            raise IdRefused(OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER,
+                            f"meter 0x{meter:x} is reserved and shared by every controller")
+        bridge_meter = _down_mapper(ids, raw[0], meter_mod=True).meter(meter)
         if command == OFPMC_ADD:
             ids.owned_meters.add(bridge_meter)
         elif command == OFPMC_DELETE:
             ids.owned_meters.discard(bridge_meter)
         return [_with_u32(raw, 12, bridge_meter)]
+
+    def add_failed(self, controller: str, request: bytes, err_type: int, code: int) -> None:
+        """The bridge refused a GROUP_MOD or METER_MOD (`request`: the start of it, from the
+        error's data): an ADD that did not create anything does not make the id owned."""
+        ids = self.by_name.get(controller)
+        if not self.shared or ids is None or len(request) < 16:
+            return
+        (command,) = _U16.unpack_from(request, 8)
+        (ident,) = _U32.unpack_from(request, 12)
+        if request[1] == OFPT_GROUP_MOD and command in (OFPGC_ADD, OFPGC_ADD_OR_MOD):
+            if (err_type, code) != (OFPET_GROUP_MOD_FAILED, OFPGMFC_GROUP_EXISTS):
+                ids.owned_groups.discard(ident)
+        elif request[1] == OFPT_METER_MOD and command == OFPMC_ADD:
+            if (err_type, code) != (OFPET_METER_MOD_FAILED, OFPMMFC_METER_EXISTS):
+                ids.owned_meters.discard(ident)
 
     def map_actions(self, controller: str, version: int, actions: bytes) -> bytes:
         """A controller's action list (a PACKET_OUT answering a miss) with its group ids moved."""
@@ -228,9 +254,14 @@ class BridgeIds:
     def _up(self, ids: ControllerIds, raw: bytes) -> bytes:
         (kind,) = _U16.unpack_from(raw, 8)
         mapper = _up_mapper(ids, raw[0])
-        if kind == OFPMP_FLOW and raw[0] < OFP15:  # 1.5 flow stats carry no instructions
+        if kind == OFPMP_FLOW:  # 1.3/1.4 flow stats, 1.5 flow descriptions
             out = bytearray(raw)
-            _each_entry(out, 16, 0, 48, lambda at, end: _map_flow_stats13(out, at, end, mapper))
+            if raw[0] >= OFP15:
+                _each_entry(out, 16, 0, 24,
+                            lambda at, end: _map_flow_desc15(out, at, end, mapper))
+            else:
+                _each_entry(out, 16, 0, 48,
+                            lambda at, end: _map_flow_stats13(out, at, end, mapper))
             return bytes(out)
         if kind == OFPMP_METER_FEATURES and len(raw) >= 20:
             return _with_u32(raw, 16, ids.meters.size)
@@ -267,9 +298,11 @@ class _Mapper:
     meter: Callable[[int], int]
 
 
-def _down_mapper(ids: ControllerIds, version: int, group_mod: bool = False) -> _Mapper:
+def _down_mapper(ids: ControllerIds, version: int, group_mod: bool = False,
+                 meter_mod: bool = False) -> _Mapper:
     """Controller ids to bridge ids; one outside the controller's slice is refused with what a
-    bridge with that many ids answers (a group-mod's own error, else a bad output group)."""
+    bridge with that many ids answers: a group-mod's or meter-mod's own error, else a bad
+    output group or an unknown meter."""
     group_error = ((OFPET_GROUP_MOD_FAILED, OFPGMFC_INVALID_GROUP) if group_mod
                    else (OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP))
 
@@ -287,7 +320,10 @@ def _down_mapper(ids: ControllerIds, version: int, group_mod: bool = False) -> _
             return ident
         mapped = ids.meters.to_bridge(ident)
         if mapped is None:
-            code = OFPMMFC_INVALID_METER if ident == 0 else OFPMMFC_OUT_OF_METERS
+            if not meter_mod:
+                code = OFPMMFC_UNKNOWN_METER
+            else:
+                code = OFPMMFC_INVALID_METER if ident == 0 else OFPMMFC_OUT_OF_METERS
             raise IdRefused(OFPET_METER_MOD_FAILED, code,
                             f"meter {ident} is outside this controller's {ids.meters.size} ids")
         return mapped
@@ -347,6 +383,10 @@ def _map_actions(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
             _remap_u32(buf, at + 4, mapper.group)
         elif action_type == OFPAT15_METER and mapper.version >= OFP15:
             _remap_u32(buf, at + 4, mapper.meter)
+        elif action_type == 0xFFFF and length >= 16:  # experimenter: vendor, subtype
+            vendor, subtype = struct.unpack_from("!IH", buf, at + 4)
+            if vendor == NX_VENDOR and subtype == NXAST_CLONE:
+                _map_actions(buf, at + 16, at + length, mapper)
         at += length
 
 
@@ -369,7 +409,7 @@ def _padded_match_end(buf: bytearray, match_at: int) -> int:
 
 def _map_flow_mod(buf: bytearray, mapper: _Mapper) -> None:
     if buf[25] in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
-        _remap_u32(buf, 40, mapper.group)  # out_group: only deletes read it
+        _map_out_group(buf, 40, mapper)  # only deletes read it
     _map_instructions(buf, _padded_match_end(buf, 48), len(buf), mapper)
 
 
@@ -394,12 +434,23 @@ def _map_buckets13(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
         at += length
 
 
+def _map_out_group(buf: bytearray, at: int, mapper: _Mapper) -> None:
+    """A filter on the group flows output to. One outside the controller's slice would match
+    nothing on a bridge of its own: OFPG_MAX, in nobody's slice, matches nothing here."""
+    try:
+        _remap_u32(buf, at, mapper.group)
+    except IdRefused:
+        _U32.pack_into(buf, at, OFPG_MAX)
+
+
 def _map_multipart_request(buf: bytearray, mapper: _Mapper) -> None:
     if len(buf) < 16:
         return
     (kind,) = _U16.unpack_from(buf, 8)
-    if kind in (OFPMP_FLOW, OFPMP_AGGREGATE) and len(buf) >= 28:
-        _remap_u32(buf, 24, mapper.group)  # out_group filter
+    flow_kinds = (OFPMP_FLOW, OFPMP_AGGREGATE, OFPMP15_FLOW_STATS) if buf[0] >= OFP15 else (
+        OFPMP_FLOW, OFPMP_AGGREGATE)
+    if kind in flow_kinds and len(buf) >= 28:
+        _map_out_group(buf, 24, mapper)
     elif kind == OFPMP_GROUP and len(buf) >= 20:
         _remap_u32(buf, 16, mapper.group)
     elif kind == OFPMP_GROUP_DESC and buf[0] >= OFP15 and len(buf) >= 20:
@@ -411,6 +462,13 @@ def _map_multipart_request(buf: bytearray, mapper: _Mapper) -> None:
 def _map_flow_stats13(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
     """One 1.3/1.4 flow-stats entry: 48 fixed bytes, the match, the instructions."""
     _map_instructions(buf, _padded_match_end(buf, at + 48), end, mapper)
+
+
+def _map_flow_desc15(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
+    """One 1.5 flow description: 24 fixed bytes, the match, the stats, the instructions."""
+    stats_at = _padded_match_end(buf, at + 24)
+    (stats_len,) = _U16.unpack_from(buf, stats_at + 2)
+    _map_instructions(buf, stats_at + (stats_len + 7) // 8 * 8, end, mapper)
 
 
 def _each_entry(buf: bytearray, at: int, length_at: int, minimum: int,

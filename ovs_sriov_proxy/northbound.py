@@ -207,15 +207,9 @@ class Northbound:
         """Ask the bridge for its groups, meters and meter limit before any controller connects:
         the ids a controller already owns there (a restarted proxy) must be known before its
         first delete-all, and the meter slices depend on the limit."""
-        session, version = bridge.session, bridge.version
-        parser, dp = codec.parser(version), codec.datapath(version)
-        group_desc = (parser.OFPGroupDescStatsRequest(dp, 0) if version < 0x06
-                      else parser.OFPGroupDescStatsRequest(dp, 0, 0xFFFFFFFC))  # OFPG_ALL
-        requests = {OFPMP_GROUP_DESC: group_desc,
-                    OFPMP_METER_CONFIG: parser.OFPMeterConfigStatsRequest(dp, 0, 0xFFFFFFFF),
-                    OFPMP_METER_FEATURES: parser.OFPMeterFeaturesStatsRequest(dp, 0)}
+        session = bridge.session
         seeding = self._seeding[session] = _Seeding()
-        for kind, request in requests.items():
+        for kind, request in seeding_requests(bridge.version).items():
             xid = session.next_xid()
             seeding.pending[xid] = kind
             session.send(codec.serialize(request, xid))
@@ -465,7 +459,9 @@ class Northbound:
         if resolution is not None:
             self._apply(resolution)
 
-    def _relay_to_bridge(self, bridge: Bridge, controller: str, message: Message) -> None:
+    def _relay_to_bridge(self, bridge: Bridge, controller: str, message: Message) -> bool:
+        """Send a controller's message to the bridge; False if it was not sent (kept back or
+        refused)."""
         raw = message.raw
         put_back_table_miss = False
         if message.type == OFPT_FLOW_MOD:
@@ -474,7 +470,7 @@ class Northbound:
                 # controller's (ovs-testcontroller's has max_len 128) would replace it and cut
                 # the packets the proxy must be able to release.
                 bridge.counters["controller_table_miss_kept_ours"] += 1
-                return
+                return False
             raw = self._tag_flow_mod(bridge.version, controller, raw)
             raw, clamped = remap_flow_mod(bridge.version, raw, self.bands[controller])
             if clamped:
@@ -485,18 +481,22 @@ class Northbound:
                 to_send = ids.down(controller, raw)
             except IdRefused as exc:
                 self._refuse_ids(bridge, controller, message, exc)
-                return
+                return False
         else:
             to_send = [raw]
         if message.type == OFPT_FLOW_MOD:
             put_back_table_miss = self._track_table_floor(bridge, controller, raw)
         session = bridge.session
         xids = self._xids.setdefault(session, OrderedDict())
-        for one in to_send:  # a delete-all of groups or meters may become several deletes
+        for i, one in enumerate(to_send):
             xid = session.next_xid()
-            xids[xid] = (controller, message.xid)
-            if len(xids) > MAX_MAPPED_XIDS:
-                xids.popitem(last=False)
+            # A delete-all of groups or meters may become many deletes: only the last is mapped
+            # (deleting what exists does not fail), so that they cannot crowd out the xids of
+            # other requests.
+            if i == len(to_send) - 1:
+                xids[xid] = (controller, message.xid)
+                if len(xids) > MAX_MAPPED_XIDS:
+                    xids.popitem(last=False)
             session.send(switch_side.rewrite_xid(one, xid))
         if put_back_table_miss:
             table_miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
@@ -505,6 +505,7 @@ class Northbound:
                 bridge.counters["table_miss_reinstalled"] += 1
                 log.info("%s: controller %s removed its catch-all from table 0; the proxy's "
                          "table-miss flow is back", bridge.label, controller)
+        return True
 
     def _refuse_ids(self, bridge: Bridge, controller: str, message: Message,
                     refused: IdRefused) -> None:
@@ -593,8 +594,11 @@ class Northbound:
             return
         flow_mod = bytearray(self._tag_flow_mod(bridge.version, winner, answer.message.raw))
         _set_flow_mod_buffer_id(flow_mod, bridge.version, bridge_buffer)
-        self._relay_to_bridge(bridge, winner, Message(answer.message.version, OFPT_FLOW_MOD,
-                                                      answer.message.xid, bytes(flow_mod)))
+        if not self._relay_to_bridge(bridge, winner, Message(
+                answer.message.version, OFPT_FLOW_MOD, answer.message.xid, bytes(flow_mod))):
+            # Refused: releasing the packet through the table would only bring it back.
+            self.proxy.fallback(bridge, bridge_buffer, miss.in_port, miss.data)
+            return
         if bridge_buffer == NO_BUFFER:
             # Through the table, where the flow just installed now matches it.
             session.send(self._release[bridge.version].render(session.next_xid(), miss.in_port,
@@ -692,6 +696,9 @@ class Northbound:
         if entry is None:
             return
         controller, controller_xid = entry
+        ids = self.ids.get(bridge.session)
+        if ids is not None:
+            ids.add_failed(controller, event.data, event.err_type, event.code)
         link = self.links.get(bridge.session, {}).get(controller)
         if link is not None and link.session is not None:
             to_version = link.session.version or version
@@ -825,6 +832,19 @@ class _Seeding:
     groups: list[int] = field(default_factory=list)
     meters: list[int] = field(default_factory=list)
     max_meter: int = 0
+
+
+def seeding_requests(version: int) -> dict[int, Any]:
+    """The requests that list a bridge's groups, meters and meter limit (os-ken messages)."""
+    parser, dp = codec.parser(version), codec.datapath(version)
+    if version >= 0x06:  # 1.5 names one group or OFPG_ALL, and calls meter config "desc"
+        group_desc = parser.OFPGroupDescStatsRequest(dp, 0, 0xFFFFFFFC)
+        meters = parser.OFPMeterDescStatsRequest(dp, 0, 0xFFFFFFFF)
+    else:
+        group_desc = parser.OFPGroupDescStatsRequest(dp, 0)
+        meters = parser.OFPMeterConfigStatsRequest(dp, 0, 0xFFFFFFFF)
+    return {OFPMP_GROUP_DESC: group_desc, OFPMP_METER_CONFIG: meters,
+            OFPMP_METER_FEATURES: parser.OFPMeterFeaturesStatsRequest(dp, 0)}
 
 
 def offered_versions(controller: ControllerConfig, bridge_version: int) -> frozenset[int]:

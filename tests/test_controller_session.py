@@ -132,3 +132,27 @@ def test_echo_keepalive_and_dead_controller() -> None:
     assert replies(session)[0].type == 2  # ECHO_REQUEST
     events = session.handle_timer(15)
     assert isinstance(events[0], ControllerClosed) and "dead peer" in events[0].reason
+
+
+def test_experimenter_messages_that_would_act_on_the_proxys_own_connection_are_refused() -> None:
+    def nicira(version: int, xid: int, subtype: int, body: bytes) -> bytes:
+        return struct.pack("!BBHIII", version, 4, 16 + len(body), xid, 0x2320, subtype) + body
+
+    for version in (OFP13, OFP10):
+        session = ready(version)
+        refused = [
+            nicira(version, 0x21, 16, struct.pack("!I", 1)),  # SET_PACKET_IN_FORMAT nxt_packet_in
+            nicira(version, 0x22, 20, struct.pack("!6xH", 9)),  # SET_CONTROLLER_ID
+            nicira(version, 0x23, 15, struct.pack("!B7x", 1)),  # FLOW_MOD_TABLE_ID
+            # the ONF bundle extension (control: bundle 1, OPEN_REQUEST, no flags)
+            struct.pack("!BBHIIIIHH", version, 4, 24, 0x24, 0x4F4E4600, 2300, 1, 0, 0),
+        ]
+        for raw in refused:
+            assert session.receive_data(raw, 1) == []
+        errors = replies(session)
+        assert [(e.xid, struct.unpack_from("!HH", e.raw, 8)) for e in errors] == [
+            (xid, (1, 4)) for xid in (0x21, 0x22, 0x23, 0x24)]  # BAD_REQUEST/BAD_EXP_TYPE
+        # A switch-wide one that acts on no connection is still relayed: flush a conntrack zone.
+        flush = nicira(version, 0x25, 29, struct.pack("!6xH", 5))
+        (relay,) = session.receive_data(flush, 1)
+        assert isinstance(relay, Relay) and relay.message.raw == flush

@@ -168,8 +168,9 @@ def test_meters_are_mapped_into_the_controllers_share_of_the_bridges_limit() -> 
                                                             of13.OFPMMFC_OUT_OF_METERS)
     with pytest.raises(IdRefused):
         ids.down(A, meter_mod(of13.OFPMC_ADD, 0))
-    controller_meter = meter_mod(of13.OFPMC_ADD, of13.OFPM_CONTROLLER)
-    assert ids.down(A, controller_meter) == [controller_meter]  # a reserved meter: shared
+    # A flow using the reserved controller meter (shared by all) is passed as it is.
+    [message] = ids.down(A, flow_mod(group_id=1, meter_id=of13.OFPM_CONTROLLER))
+    assert parse_flow_mod(message).instructions[0].meter_id == of13.OFPM_CONTROLLER
 
 
 def test_a_flow_mods_group_actions_and_meter_are_mapped() -> None:
@@ -344,3 +345,62 @@ def test_corrupted_messages_are_refused_or_mapped_never_crash(msg_type: int, kin
         assert all(len(m) >= 8 for m in out)
     reply = ids.up(B, message)
     assert struct.unpack_from("!H", reply, 2)[0] == len(reply)
+
+
+def test_a_group_inside_a_nicira_clone_action_is_mapped() -> None:
+    ids = two()
+    group = struct.pack("!HHI", of13.OFPAT_GROUP, 8, 5)
+    clone = struct.pack("!HHIH6x", 0xFFFF, 16 + len(group), 0x2320, 42) + group
+    mapped = ids.map_actions(B, 4, clone)
+    assert u32(mapped, 16 + 4) == group_slices(2)[1].low + 5
+
+
+def test_add_or_modify_makes_a_group_owned_and_a_refused_add_does_not() -> None:
+    ids = two()
+    add_or_mod = bytearray(group_add(6))
+    struct.pack_into("!H", add_or_mod, 8, 0x8000)  # OVS's OFPGC_ADD_OR_MOD
+    ids.down(A, bytes(add_or_mod))
+    [refused_add] = ids.down(A, group_add(7))
+    ids.add_failed(A, refused_add[:64], of13.OFPET_GROUP_MOD_FAILED, of13.OFPGMFC_BAD_TYPE)
+    [existing] = ids.down(A, group_add(6))
+    ids.add_failed(A, existing[:64], of13.OFPET_GROUP_MOD_FAILED, of13.OFPGMFC_GROUP_EXISTS)
+    [meter] = ids.down(A, meter_mod(of13.OFPMC_ADD, 2))
+    ids.add_failed(A, meter, of13.OFPET_METER_MOD_FAILED, of13.OFPMMFC_BAD_RATE)
+    assert [u32(d, 12) for d in ids.down(A, group_delete(of13.OFPG_ALL))] == [6]
+    assert ids.down(A, meter_mod(of13.OFPMC_DELETE, of13.OFPM_ALL)) == []
+
+
+def test_reserved_meters_cannot_be_changed_by_one_of_several_controllers() -> None:
+    with pytest.raises(IdRefused) as refused:
+        two().down(A, meter_mod(of13.OFPMC_MODIFY, of13.OFPM_CONTROLLER))
+    assert refused.value.code == of13.OFPMMFC_INVALID_METER
+
+
+def test_an_unknown_meter_in_a_flow_is_what_a_bridge_says_and_an_alien_out_group_matches_none(
+        ) -> None:
+    ids = two()
+    with pytest.raises(IdRefused) as refused:
+        ids.down(A, flow_mod(group_id=1, meter_id=MAX_METER))
+    assert (refused.value.err_type, refused.value.code) == (of13.OFPET_METER_MOD_FAILED,
+                                                            of13.OFPMMFC_UNKNOWN_METER)
+    [delete] = ids.down(A, flow_mod(1, 1, command=of13.OFPFC_DELETE,
+                                    out_group=group_slices(2)[1].low))
+    assert parse_flow_mod(delete).out_group == OFPG_MAX  # in nobody's slice: matches nothing
+    [stats] = ids.down(A, raw(p13.OFPFlowStatsRequest(DP, out_group=group_slices(2)[1].low)))
+    assert u32(stats, 24) == OFPG_MAX
+
+
+def test_15_flow_descriptions_show_a_controller_its_own_group_ids() -> None:
+    ids = two()
+    low = group_slices(2)[1].low
+    match = struct.pack("!HHIIxxxx", 1, 12, 0x80000004, 1)  # in_port=1, padded to 16
+    stats = struct.pack("!HH", 0, 4) + bytes(4)  # ofp_stats with no fields, padded to 8
+    instructions = struct.pack("!HH4x", of13.OFPIT_APPLY_ACTIONS, 16) + struct.pack(
+        "!HHI", of13.OFPAT_GROUP, 8, low + 3)
+    fixed = struct.pack("!H2xBxHHHHHQ", 24 + len(match) + len(stats) + len(instructions), 0, 5,
+                        0, 0, 0, 0, 0)
+    reply = struct.pack("!BBHIHH4x", 6, of13.OFPT_MULTIPART_REPLY, 16 + len(fixed) + len(match)
+                        + len(stats) + len(instructions), 7, 1, 0) + fixed + match + stats \
+        + instructions
+    unmapped = ids.up(B, reply)
+    assert u32(unmapped, len(unmapped) - 4) == 3

@@ -4,6 +4,7 @@ refused with the controller's error."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from os_ken.ofproto import ofproto_v1_3 as o13
@@ -107,3 +108,71 @@ def test_an_out_of_slice_group_is_refused_with_the_controllers_xid_and_reaches_n
         (0x32, o13.OFPET_METER_MOD_FAILED, o13.OFPMMFC_OUT_OF_METERS)]
     (bridge,) = proxy.bridges.values()
     assert bridge.counters["ids_refused:a"] == 2
+
+
+def seeded(northbound, proxy, session, max_meter: int = 100) -> None:
+    """Answer the bridge's listing: no groups, no meters, `max_meter` meters."""
+    for message in bridge_out(session):
+        if message.type == o13.OFPT_MULTIPART_REQUEST:
+            kind = struct.unpack_from("!H", message.raw, 8)[0]
+            if kind == o13.OFPMP_FLOW:
+                continue  # the proxy's own reconcile dump
+            body = struct.pack("!IIIBB2x", max_meter, 1, 0, 8, 0) if kind == 11 else b""
+            proxy.handle_events(session, session.receive_data(
+                multipart_reply(message.xid, kind, body), 1))
+
+
+def test_a_winning_answer_that_is_refused_falls_back_and_releases_nothing_through_the_table(
+        ) -> None:
+    async def scenario() -> None:  # the miss timer needs a loop
+        from .test_packet import packet_in_13
+
+        northbound, proxy, session, links = two_controllers_on_a_13_bridge()
+        seeded(northbound, proxy, session)
+        links[0].feed(hello(frozenset({OFP13})))  # only "a" is up: it alone is asked
+        links[0].received()
+        frame = bytes.fromhex("00000000000b00000000000a0800") + bytes(50)
+        proxy.handle_events(session, session.receive_data(packet_in_13(1, frame), 1))
+        northbound.flush_links()
+        [packet_in] = [m for m in links[0].received() if m.type == o13.OFPT_PACKET_IN]
+        proxy_buffer = struct.unpack_from("!I", packet_in.raw, 8)[0]
+        too_big = group_slices(2)[0].last + 1
+        links[0].feed(build(p13.OFPFlowMod(
+            DP13, buffer_id=proxy_buffer, priority=5, match=p13.OFPMatch(in_port=1),
+            instructions=[p13.OFPInstructionActions(o13.OFPIT_APPLY_ACTIONS,
+                                                    [p13.OFPActionGroup(too_big)])]), xid=0x41))
+        to_bridge = bridge_out(session)
+        assert [m.type for m in to_bridge] == []  # no flow, no release (the fallback drops it)
+        [refusal] = [parse(m.raw) for m in links[0].received()]
+        assert (refusal.xid, refusal.type, refusal.code) == (0x41, o13.OFPET_BAD_ACTION,
+                                                             o13.OFPBAC_BAD_OUT_GROUP)
+        (bridge,) = proxy.bridges.values()
+        assert bridge.counters["fallback_drop"] == 1 and bridge.counters["ids_refused:a"] == 1
+
+    asyncio.run(scenario())
+
+def test_a_delete_all_of_many_groups_maps_only_its_last_delete() -> None:
+    northbound, proxy, session, links = two_controllers_on_a_13_bridge()
+    seeded(northbound, proxy, session)
+    links[0].feed(hello(frozenset({OFP13})))
+    bucket = p13.OFPBucket(actions=[p13.OFPActionOutput(1)])
+    for group in range(1, 201):
+        links[0].feed(build(p13.OFPGroupMod(DP13, o13.OFPGC_ADD, o13.OFPGT_ALL, group, [bucket])))
+    bridge_out(session)
+    mapped_before = len(northbound._xids[session])
+    links[0].feed(build(p13.OFPGroupMod(DP13, o13.OFPGC_DELETE, o13.OFPGT_ALL, o13.OFPG_ALL, []),
+                        xid=0x51))
+    deletes = bridge_out(session)
+    assert len(deletes) == 200
+    assert len(northbound._xids[session]) == mapped_before + 1
+    assert northbound._xids[session][deletes[-1].xid] == ("a", 0x51)
+
+
+def test_the_listing_requests_are_those_of_each_version() -> None:
+    from ovs_sriov_proxy.northbound import seeding_requests
+    from ovs_sriov_proxy.openflow import codec
+
+    for version in (0x04, 0x05, 0x06):
+        kinds = {kind: struct.unpack_from("!H", codec.serialize(request, 1), 8)[0]
+                 for kind, request in seeding_requests(version).items()}
+        assert kinds == {7: 7, 10: 10, 11: 11}

@@ -107,6 +107,27 @@ Event = ControllerReady | Relay | ControllerClosed
 # METER_MOD 29.
 _RELAYED_10 = frozenset({4, 13, 14, 15, 16, 18})
 _RELAYED = frozenset({4, 13, 14, 15, 16, 17, 18, 20, 29})
+OFPT_EXPERIMENTER = 4
+OFPBRC_BAD_EXP_TYPE = 4  # 1.0 calls it OFPBRC_BAD_SUBTYPE; same code
+# Experimenter messages that are refused, not relayed: they would change the proxy's own
+# connection to the bridge (its role, async config, packet-in and flow formats, controller id),
+# or install flows and groups past cookie tags, priority bands and id slices (flow-mods,
+# bundles). Standard equivalents are handled per controller or refused (1.4 bundles).
+NX_VENDOR, ONF_EXPERIMENTER = 0x00002320, 0x4F4E4600
+_REFUSED_EXPERIMENTER = {
+    NX_VENDOR: frozenset({
+        10,  # NXT_ROLE_REQUEST
+        12,  # NXT_SET_FLOW_FORMAT
+        13,  # NXT_FLOW_MOD
+        15,  # NXT_FLOW_MOD_TABLE_ID
+        16,  # NXT_SET_PACKET_IN_FORMAT
+        19,  # NXT_SET_ASYNC_CONFIG
+        20,  # NXT_SET_CONTROLLER_ID
+        27,  # NXT_SET_ASYNC_CONFIG2
+        28,  # NXT_RESUME: of a continuation the proxy never passed on
+    }),
+    ONF_EXPERIMENTER: frozenset({2300, 2301}),  # bundle control and add-message (1.3)
+}
 
 
 @dataclass(slots=True)
@@ -299,6 +320,8 @@ class ControllerSession:
                 masks[PORT_STATUS_SLAVE], masks[FLOW_REMOVED_MASTER], masks[FLOW_REMOVED_SLAVE])))
         elif msg_type == OFPT_PACKET_OUT:
             return [Relay(message, switch_side.decode_packet_out(version, message.raw))]
+        elif msg_type == OFPT_EXPERIMENTER and _refused_experimenter(message.raw):
+            return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_EXP_TYPE)
         elif msg_type in (_RELAYED_10 if version == OFP10 else _RELAYED):
             return [Relay(message)]
         else:
@@ -320,3 +343,10 @@ class ControllerSession:
             self.version, settings.role, settings.generation_id or 0, message.xid))
         return []
 
+
+def _refused_experimenter(raw: bytes) -> bool:
+    """An experimenter (1.0: vendor) message the proxy must not relay (_REFUSED_EXPERIMENTER)."""
+    if len(raw) < 16:
+        return False  # too short to name a subtype: the bridge answers it
+    experimenter, subtype = struct.unpack_from("!II", raw, 8)
+    return subtype in _REFUSED_EXPERIMENTER.get(experimenter, ())
