@@ -6,6 +6,9 @@ Runs the same ofload load (bench/ofload.py) against
   (b) ovs-testcontroller (OpenFlow 1.0, or ``-O OpenFlow13``): a C learning switch,
   (c) the proxy, ``python -m ovs_sriov_proxy run --config FILE``, with one rule that
       matches every generated frame, so every PACKET_IN is a cache hit,
+  (d) on request, the miss path through a controller: the proxy without rules in front of
+      the responder or an os-ken app (``proxy-miss``, ``proxy-osken``), and socat, a byte
+      relay, in the same place (``relay-miss``, ``relay-osken``): the floor of any proxy,
 
 for OpenFlow 1.0 and 1.3, in throughput and latency modes. The controller under
 test is pinned to one CPU (default 0) and the generator to another (default 1).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -192,6 +196,8 @@ class Harness:
             argv = ["ovs-testcontroller", f"--unixctl={self.workdir / (tag + '.ctl')}", "-O", proto,
                     "-vconsole:warn", f"ptcp:{port}:127.0.0.1"]
         elif target.startswith("relay-"):
+            if shutil.which("socat") is None:
+                raise BenchError("socat is not installed (apt-get install socat)")
             upstream_port = self.start_upstream(target, tag, log)
             argv = ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay",
                     f"TCP:127.0.0.1:{upstream_port},nodelay"]
