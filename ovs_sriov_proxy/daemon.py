@@ -25,7 +25,6 @@ import gc
 import logging
 import signal
 import ssl
-import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +36,7 @@ from .metrics import MetricsServer, metrics_registry
 from .northbound import Northbound
 from .openflow.framing import VERSIONS_BY_NAME
 from .proxy import Proxy
+from .rules import clock
 from .rules.backup import RuleBackup, SqliteBackup
 from .rules.model import FlowRule
 from .rules.records import RuleRecord
@@ -132,7 +132,7 @@ class Daemon:
             log.warning("%d restored rules were learned from %r, which is no longer configured: "
                         "they answer until their own timeouts (rules del ID removes one)",
                         count, origin)
-        expired = self.store.expire(time.time())
+        expired = self.store.expire(clock.now())
         log.info("rules backup %s: %d rules restored (%d had expired while the proxy was down)",
                  path, len(result.records) - len(expired.removed), len(expired.removed))
 
@@ -141,8 +141,9 @@ class Daemon:
             await asyncio.sleep(EXPIRY_TICK)
             try:
                 next_expiry = self.store.next_expiry()
-                if next_expiry is not None and next_expiry <= time.time():
-                    change = self.store.expire(time.time())
+                now = clock.now()
+                if next_expiry is not None and next_expiry <= now:
+                    change = self.store.expire(now)
                     if change.removed:
                         log.debug("%d rules expired", len(change.removed))
                         self._apply(change)
@@ -297,7 +298,7 @@ class Daemon:
 
     def import_records(self, records: list[RuleRecord]) -> tuple[int, int]:
         """Add imported rules under new ids; (added, already present). Expired ones are skipped."""
-        now = time.time()
+        now = clock.now()
         added: list[tuple[int, FlowRule]] = []
         present = 0
         for record in records:

@@ -63,6 +63,7 @@ from .openflow.framing import (
 from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn
 from .proxy import Bridge, Proxy
 from .resolver import MissResolver, Resolution, UnknownBuffer
+from .rules import clock
 from .rules.model import OFPP_TABLE, FlowRule, Output, canonical_actions
 from .rules.store import RuleChange
 from .sessions.controller import (
@@ -402,7 +403,7 @@ class Northbound:
             return
         assert isinstance(retain, float)
         self._retaining.add(key)
-        deadline = time.time() + retain
+        deadline = clock.now() + retain
         for rule_id in ids:
             expires_at = store.meta(rule_id).expires_at
             if expires_at is None or expires_at > deadline:
@@ -564,7 +565,7 @@ class Northbound:
             if stale is not None and self.proxy.store.get(stale) is not None:
                 if resolution.timed_out:  # asked, and nobody objected: the rule stands
                     bridge.unconfirmed.discard(stale)
-                    self.proxy.store.renew(stale, time.time())
+                    self.proxy.store.renew(stale, clock.now())
                     bridge.counters["revalidated_unchanged"] += 1
                 # (given up unasked, e.g. its controller left: still in doubt, but the packet
                 # is answered by the rule all the same)
@@ -647,7 +648,7 @@ class Northbound:
             bridge.counters["not_learned"] += 1
             return
         store = self.proxy.store
-        now = time.time()
+        now = clock.now()
         known = store.find(rule)
         if known is not None:  # given again: its hard timeout starts over, as on the bridge
             store.renew(known, now)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from .openflow.framing import (
     RemoteProtocolError,
 )
 from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, decode_packet_in, packet_key
+from .rules import clock
 from .rules.classifier import Classifier
 from .rules.model import (
     OFPP_CONTROLLER,
@@ -606,7 +606,7 @@ class Proxy:
         """Learned rules stood on the bridge as the controller's flows: put back those missing
         (after an OVS restart, all), with what is left of their hard timeouts. Local rules are
         installed on demand, as always."""
-        now = time.time()
+        now = clock.now()
         session = bridge.session
         present = bridge.reconcile_present
         for rule_id, rule in bridge.classifier.rules():

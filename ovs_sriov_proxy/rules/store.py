@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter, lt
 from typing import NamedTuple, Protocol
 
+from . import clock
 from .classifier import Classifier
 from .model import FlowRule
 
@@ -116,7 +116,7 @@ class RuleStore:
             expires_at: float | None = None) -> int:
         """Insert a new rule under a new id; `now` is the wall-clock time of insertion."""
         rule_id = self._next_id
-        meta = RuleMeta(time.time() if now is None else now, expires_at)
+        meta = RuleMeta(clock.now() if now is None else now, expires_at)
         self._insert(rule_id, rule, meta)
         if self.listener is not None:
             self.listener.rule_saved(rule_id, rule, meta)
