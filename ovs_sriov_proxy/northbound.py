@@ -130,6 +130,7 @@ class Northbound:
         self.controllers = list(controllers)
         self.tags = {c.name: CONTROLLER_COOKIE_TAG_BASE + i for i, c in enumerate(controllers)}
         self._owner_of_tag = {tag: name for name, tag in self.tags.items()}
+        self._won_by = {c.name: f"won_by:{c.name}" for c in controllers}  # no f-string per miss
         ranked = sorted(range(len(self.controllers)),
                         key=lambda i: (-self.controllers[i].priority, i))  # by static primacy
         self.bands = assign_bands([self.controllers[i].name for i in ranked], priority_bands)
@@ -577,7 +578,7 @@ class Northbound:
         if stale is not None:
             self._settle_revalidation(bridge, stale, resolution.winner, resolution.answer)
         winner, answer = resolution.winner, resolution.answer
-        bridge.counters[f"won_by:{winner}"] += 1
+        bridge.counters[self._won_by[winner]] += 1
         session = bridge.session
         data = miss.data if bridge_buffer == NO_BUFFER else b""
         if answer.packet_out is not None:

@@ -241,6 +241,7 @@ class Proxy:
         send = bridge.session.send
         next_xid = bridge.session.next_xid
         answer_miss = self._answer_miss
+        miss_upstream = self._miss_upstream
 
         def on_packet_in(raw: bytes) -> None:
             buffer_id, total_len, in_port, reason, table_id, cookie, data = decode_packet_in(
@@ -259,11 +260,23 @@ class Proxy:
                         if buffer_id == NO_BUFFER:
                             send(answer.packet_out.render(next_xid(), in_port, NO_BUFFER, data))
                         return
+                if hit is None:  # straight to the controllers: no second lookup
+                    bridge.packet_ins += 1
+                    miss_upstream(bridge, buffer_id, total_len, in_port, data, key)
+                    return
                 answer_miss(bridge, buffer_id, total_len, in_port, OFPR_NO_MATCH, data, key)
                 return
             answer_miss(bridge, buffer_id, total_len, in_port, reason, data, None, table_id, cookie)
 
         return on_packet_in
+
+    def _miss_upstream(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int,
+                       data: bytes, key: int) -> None:
+        """No rule answers this miss: the controllers, or else the fallback."""
+        upstream = self.upstream
+        if upstream is None or not upstream.miss(bridge, buffer_id, total_len, in_port,
+                                                 OFPR_NO_MATCH, data, key):
+            self.fallback(bridge, buffer_id, in_port, data)
 
     def _answer_miss(self, bridge: Bridge, buffer_id: int, total_len: int, in_port: int,
                      reason: int, data: bytes, key: int | None = None, table_id: int = 0,
@@ -283,9 +296,7 @@ class Proxy:
             key = packet_key(in_port, data)
         hit = bridge.classifier.lookup(key)
         if hit is None:
-            if upstream is None or not upstream.miss(bridge, buffer_id, total_len, in_port,
-                                                     reason, data, key):
-                self.fallback(bridge, buffer_id, in_port, data)
+            self._miss_upstream(bridge, buffer_id, total_len, in_port, data, key)
             return
         rule_id, rule = hit
         if (revalidate and bridge.unconfirmed and rule_id in bridge.unconfirmed and upstream is not None

@@ -291,6 +291,8 @@ class ControllerSession:
             raise RemoteProtocolError(f"message version 0x{message.version:02x} differs from the "
                                       f"negotiated 0x{self.version:02x}")
         version, msg_type, xid = self.version, message.type, message.xid
+        if msg_type == OFPT_PACKET_OUT:  # first: the answer to nearly every miss
+            return [Relay(message, switch_side.decode_packet_out(version, message.raw))]
         if msg_type == OFPT_ECHO_REQUEST:
             self._outbox.append(simple_message(version, OFPT_ECHO_REPLY, xid, message.body))
         elif msg_type in (OFPT_ECHO_REPLY, OFPT_HELLO):
@@ -318,8 +320,6 @@ class ControllerSession:
             self._outbox.append(simple_message(version, OFPT_GET_ASYNC_REPLY, xid, _ASYNC13.pack(
                 masks[PACKET_IN_MASTER], masks[PACKET_IN_SLAVE], masks[PORT_STATUS_MASTER],
                 masks[PORT_STATUS_SLAVE], masks[FLOW_REMOVED_MASTER], masks[FLOW_REMOVED_SLAVE])))
-        elif msg_type == OFPT_PACKET_OUT:
-            return [Relay(message, switch_side.decode_packet_out(version, message.raw))]
         elif msg_type == OFPT_EXPERIMENTER and _refused_experimenter(message.raw):
             return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_EXP_TYPE)
         elif msg_type in (_RELAYED_10 if version == OFP10 else _RELAYED):
