@@ -2,7 +2,7 @@
 
     python integration/osken_l2_app.py --listen PORT [--proactive PRIORITY:IN_PORT:OUT_PORT ...]
                                        [--group-flow IN_PORT:GROUP:METER:OUT_PORT ...]
-                                       [--quiet] [--packet-outs-only]
+                                       [--bundle] [--quiet] [--packet-outs-only]
 
 os-ken 4.2.2 ships no `osken-manager`, so this script is its own manager: it registers the app,
 parses os-ken's options and runs the app loop. The app learns source MACs from packet-ins; a
@@ -10,6 +10,10 @@ packet for a known destination gets a flow (in_port, eth_dst -> output) that car
 packet-in's buffer id and so releases the packet; one for an unknown destination is flooded
 with a PACKET_OUT. `--proactive` flows are installed as soon as the switch connects. One line
 per decision goes to stderr ("flow ..." or "flood ...").
+
+With `--bundle` the `--proactive` flows are sent in one bundle (ONF's extension, as neutron's
+agent does on 1.3): open bundle 1, add each flow, commit; it prints "bundle committed" on the
+switch's reply.
 
 `--group-flow` makes it program groups and meters the way Faucet does: on connect it deletes
 every group and meter, then adds meter METER, group GROUP (type all, output OUT_PORT) and a flow
@@ -44,6 +48,7 @@ class LearningSwitch(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     quiet = False  # --quiet: no line per decision (benchmarks)
     packet_outs_only = False  # --packet-outs-only: answer with PACKET_OUTs, never a flow
+    bundle = False  # --bundle: the proactive flows in one ONF bundle
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,11 +67,19 @@ class LearningSwitch(app_manager.OSKenApp):
         datapath.send_msg(parser.OFPFlowMod(
             datapath, priority=0, match=parser.OFPMatch(),
             instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]))
+        if self.bundle and PROACTIVE:
+            datapath.send_msg(parser.ONFBundleCtrlMsg(datapath, 1, ofp.ONF_BCT_OPEN_REQUEST, 0, []))
         for priority, in_port, out_port in PROACTIVE:
-            datapath.send_msg(parser.OFPFlowMod(
+            flow = parser.OFPFlowMod(
                 datapath, priority=priority, match=parser.OFPMatch(in_port=in_port),
                 instructions=[parser.OFPInstructionActions(
-                    ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionOutput(out_port)])]))
+                    ofp.OFPIT_APPLY_ACTIONS, [parser.OFPActionOutput(out_port)])])
+            if self.bundle:
+                flow = parser.ONFBundleAddMsg(datapath, 1, 0, flow, [])
+            datapath.send_msg(flow)
+        if self.bundle and PROACTIVE:
+            datapath.send_msg(parser.ONFBundleCtrlMsg(datapath, 1, ofp.ONF_BCT_COMMIT_REQUEST, 0,
+                                                      []))
         if GROUP_FLOWS:
             self.program_groups(datapath)
         self.say(f"switch {datapath.id:016x} connected")
@@ -97,6 +110,11 @@ class LearningSwitch(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def meter_config(self, event: Any) -> None:
         self.say(f"meters {sorted(config.meter_id for config in event.msg.body)}")
+
+    @set_ev_cls(ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER)
+    def bundle_reply(self, event: Any) -> None:
+        if event.msg.type == event.msg.datapath.ofproto.ONF_BCT_COMMIT_REPLY:
+            self.say(f"bundle {event.msg.bundle_id} committed")
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def switch_error(self, event: Any) -> None:
@@ -140,12 +158,15 @@ def main() -> None:
                         metavar="PRIORITY:IN_PORT:OUT_PORT")
     parser.add_argument("--group-flow", action="append", default=[],
                         metavar="IN_PORT:GROUP:METER:OUT_PORT")
+    parser.add_argument("--bundle", action="store_true",
+                        help="send the --proactive flows in one ONF bundle")
     parser.add_argument("--quiet", action="store_true", help="no line per decision")
     parser.add_argument("--packet-outs-only", action="store_true",
                         help="never install a flow: every packet is a miss (benchmarks)")
     args = parser.parse_args()
     LearningSwitch.quiet = args.quiet
     LearningSwitch.packet_outs_only = args.packet_outs_only
+    LearningSwitch.bundle = args.bundle
     for text in args.proactive:
         priority, in_port, out_port = (int(part) for part in text.split(":"))
         PROACTIVE.append((priority, in_port, out_port))

@@ -46,7 +46,7 @@ from .bands import (
 )
 from .config import RETAIN_DROP, RETAIN_KEEP, ControllerConfig, TlsConfig
 from .idspaces import BridgeIds, IdRefused
-from .openflow import codec, flows, switch_side, translate, wellformed
+from .openflow import bundles, codec, flows, switch_side, translate, wellformed
 from .openflow.framing import (
     OFP10,
     OFPBRC_BAD_LEN,
@@ -137,6 +137,10 @@ class Northbound:
         self.floors: dict[Any, TableFloor] = {}  # by bridge session: who owns table 0's misses
         self.ids: dict[Any, BridgeIds] = {}  # by bridge session: group and meter ids
         self._seeding: dict[Any, _Seeding] = {}  # by bridge session: their listing, under way
+        # By bridge session: (controller, its bundle id) -> the proxy's bundle id on the bridge.
+        self._bundle_ids: dict[Any, dict[tuple[str, int], int]] = {}
+        self._next_bundle_id = 0
+        self._bundle_replies: OrderedDict[int, int] = OrderedDict()  # bridge xid -> its bundle id
         self._uses_hours = any(c.primacy is not None and c.primacy.hours for c in controllers)
         proxy.learned_origins = frozenset(self.tags)
         self.arbiter = Arbiter.from_config(controllers)
@@ -270,6 +274,7 @@ class Northbound:
         self.floors.pop(bridge.session, None)
         self.ids.pop(bridge.session, None)
         self._seeding.pop(bridge.session, None)
+        self._bundle_ids.pop(bridge.session, None)
         for link in links.values():
             self._bridge_of.pop(link, None)
             asyncio.get_running_loop().create_task(link.stop())
@@ -377,6 +382,7 @@ class Northbound:
                 if self._stopping:
                     continue
                 self._retain_learned(bridge, link.name)
+                self._discard_bundles(bridge, link.name)
                 for resolution in self.resolver.forget_controller(link.name, time.monotonic(),
                                                                    self._local_time()):
                     self._apply(resolution)
@@ -464,6 +470,52 @@ class Northbound:
     def _relay_to_bridge(self, bridge: Bridge, controller: str, message: Message) -> bool:
         """Send a controller's message to the bridge; False if it was not sent (kept back or
         refused)."""
+        if message.type in bundles.BUNDLE_TYPES:
+            try:
+                bundle = bundles.parse(message.raw)
+            except RemoteProtocolError as exc:
+                self._refuse_malformed(bridge, controller, message, str(exc))
+                return False
+            if bundle is not None:
+                return self._relay_bundle(bridge, controller, message, bundle)
+        prepared = self._for_bridge(bridge, controller, message)
+        if prepared is None:
+            return False
+        to_send, put_back_table_miss = prepared
+        session = bridge.session
+        for i, one in enumerate(to_send):
+            # A delete-all of groups or meters may become many deletes: only the last is mapped
+            # (deleting what exists does not fail), so that they cannot crowd out the xids of
+            # other requests.
+            xid = self._bridge_xid(bridge, controller, message.xid, mapped=i == len(to_send) - 1)
+            session.send(switch_side.rewrite_xid(one, xid))
+        if put_back_table_miss:
+            table_miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
+            if table_miss:  # OpenFlow 1.0 sends misses without a flow: nothing to put back
+                session.send(table_miss)
+                bridge.counters["table_miss_reinstalled"] += 1
+                log.info("%s: controller %s removed its catch-all from table 0; the proxy's "
+                         "table-miss flow is back", bridge.label, controller)
+        return True
+
+    def _bridge_xid(self, bridge: Bridge, controller: str, controller_xid: int,
+                    mapped: bool = True) -> int:
+        """A fresh xid on the bridge session; mapped: its reply or error goes back to
+        `controller` with `controller_xid`."""
+        session = bridge.session
+        xid = session.next_xid()
+        if mapped:
+            xids = self._xids.setdefault(session, OrderedDict())
+            xids[xid] = (controller, controller_xid)
+            if len(xids) > MAX_MAPPED_XIDS:
+                xids.popitem(last=False)
+        return xid
+
+    def _for_bridge(self, bridge: Bridge, controller: str,
+                    message: Message) -> tuple[list[bytes], bool] | None:
+        """A controller's message as the bridge must get it (cookie tag, priority band, group
+        and meter ids), and whether the proxy's table-miss flow must then be put back; None if
+        nothing is to be sent (kept back, or refused with an error to the controller)."""
         raw = message.raw
         put_back_table_miss = False
         if message.type == OFPT_FLOW_MOD:
@@ -472,7 +524,7 @@ class Northbound:
                 # controller's (ovs-testcontroller's has max_len 128) would replace it and cut
                 # the packets the proxy must be able to release.
                 bridge.counters["controller_table_miss_kept_ours"] += 1
-                return False
+                return None
             raw = self._tag_flow_mod(bridge.version, controller, raw)
             raw, clamped = remap_flow_mod(bridge.version, raw, self.bands[controller])
             if clamped:
@@ -483,31 +535,65 @@ class Northbound:
                 to_send = ids.down(controller, raw)
             except IdRefused as exc:
                 self._refuse_ids(bridge, controller, message, exc)
-                return False
+                return None
         else:
             to_send = [raw]
         if message.type == OFPT_FLOW_MOD:
             put_back_table_miss = self._track_table_floor(bridge, controller, raw)
+        return to_send, put_back_table_miss
+
+    def _relay_bundle(self, bridge: Bridge, controller: str, message: Message,
+                      bundle: bundles.Bundle) -> bool:
+        """A controller's bundle message: its bundle id mapped to one of the proxy's on the
+        bridge connection; an add's message treated as if it came alone."""
         session = bridge.session
-        xids = self._xids.setdefault(session, OrderedDict())
+        ids = self._bundle_ids.setdefault(session, {})
+        key = (controller, bundle.bundle_id)
+        bridge_bundle = ids.get(key)
+        if bridge_bundle is None:
+            bridge_bundle = ids[key] = self._next_bundle_id = self._next_bundle_id % 0xFFFFFFFF + 1
+        if not bundle.add:
+            xid = self._bridge_xid(bridge, controller, message.xid)
+            self._bundle_replies[xid] = bundle.bundle_id
+            if len(self._bundle_replies) > MAX_MAPPED_XIDS:
+                self._bundle_replies.popitem(last=False)
+            session.send(switch_side.rewrite_xid(bundle.with_bundle_id(message.raw, bridge_bundle),
+                                                 xid))
+            if bundle.control_type in (bundles.OFPBCT_COMMIT_REQUEST,
+                                       bundles.OFPBCT_DISCARD_REQUEST):
+                del ids[key]  # the bundle ends here (its reply still maps back by xid)
+            bridge.counters["bundle_controls"] += 1
+            return True
+        inner_raw = bundle.inner(message.raw)
+        inner = Message(inner_raw[0], inner_raw[1], message.xid, inner_raw)
+        # (A catch-all deleted inside a bundle does not put the proxy's table-miss flow back.)
+        prepared = self._for_bridge(bridge, controller, inner)
+        if prepared is None:
+            return False
+        to_send, _ = prepared
         for i, one in enumerate(to_send):
-            xid = session.next_xid()
-            # A delete-all of groups or meters may become many deletes: only the last is mapped
-            # (deleting what exists does not fail), so that they cannot crowd out the xids of
-            # other requests.
-            if i == len(to_send) - 1:
-                xids[xid] = (controller, message.xid)
-                if len(xids) > MAX_MAPPED_XIDS:
-                    xids.popitem(last=False)
-            session.send(switch_side.rewrite_xid(one, xid))
-        if put_back_table_miss:
-            table_miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
-            if table_miss:  # OpenFlow 1.0 sends misses without a flow: nothing to put back
-                session.send(table_miss)
-                bridge.counters["table_miss_reinstalled"] += 1
-                log.info("%s: controller %s removed its catch-all from table 0; the proxy's "
-                         "table-miss flow is back", bridge.label, controller)
+            xid = self._bridge_xid(bridge, controller, message.xid, mapped=i == len(to_send) - 1)
+            session.send(bundle.rewrap(message.raw, bridge_bundle, one, xid))
+        bridge.counters["bundle_adds"] += 1
         return True
+
+    def _discard_bundles(self, bridge: Bridge, controller: str) -> None:
+        """A controller went away: the bundles it left open on the bridge are discarded."""
+        ids = self._bundle_ids.get(bridge.session, {})
+        session = bridge.session
+        for key in [k for k in ids if k[0] == controller]:
+            session.send(bundles.discard(bridge.version, ids.pop(key), session.next_xid()))
+
+    def _refuse_malformed(self, bridge: Bridge, controller: str, message: Message,
+                          reason: str) -> None:
+        bridge.counters[f"untranslatable:{controller}"] += 1
+        log.warning("%s: controller %s sent a malformed %s (xid %d): %s", bridge.label,
+                    controller, translate.message_name(message.version, message.type),
+                    message.xid, reason)
+        link = self.links.get(bridge.session, {}).get(controller)
+        if link is not None:
+            self._to_controller(link, error(message.version, message.xid, OFPET_BAD_REQUEST,
+                                            OFPBRC_BAD_LEN, message.raw))
 
     def _refuse_ids(self, bridge: Bridge, controller: str, message: Message,
                     refused: IdRefused) -> None:
@@ -682,10 +768,16 @@ class Northbound:
             ids = self.ids.get(bridge.session)
             if ids is not None:
                 raw = ids.up(controller, raw)
+            own_bundle = self._bundle_replies.pop(message.xid, None)
+            if own_bundle is not None:  # a bundle control reply: the controller's bundle id
+                bundle = bundles.parse(raw)
+                if bundle is not None:
+                    raw = bundle.with_bundle_id(raw, own_bundle)
             for reply in self._translate_up(bridge, link, raw, controller_xid):
                 self._to_controller(link, switch_side.rewrite_xid(reply, controller_xid))
 
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
+        self._bundle_replies.pop(event.xid, None)
         seeding = self._seeding.get(bridge.session)
         if seeding is not None and event.xid in seeding.pending:
             # e.g. a bridge without meters: nothing of that kind to list

@@ -144,15 +144,17 @@ def test_experimenter_messages_that_would_act_on_the_proxys_own_connection_are_r
             nicira(version, 0x21, 16, struct.pack("!I", 1)),  # SET_PACKET_IN_FORMAT nxt_packet_in
             nicira(version, 0x22, 20, struct.pack("!6xH", 9)),  # SET_CONTROLLER_ID
             nicira(version, 0x23, 15, struct.pack("!B7x", 1)),  # FLOW_MOD_TABLE_ID
-            # the ONF bundle extension (control: bundle 1, OPEN_REQUEST, no flags)
-            struct.pack("!BBHIIIIHH", version, 4, 24, 0x24, 0x4F4E4600, 2300, 1, 0, 0),
+            nicira(version, 0x24, 19, bytes(24)),  # SET_ASYNC_CONFIG
         ]
         for raw in refused:
             assert session.receive_data(raw, 1) == []
         errors = replies(session)
         assert [(e.xid, struct.unpack_from("!HH", e.raw, 8)) for e in errors] == [
             (xid, (1, 4)) for xid in (0x21, 0x22, 0x23, 0x24)]  # BAD_REQUEST/BAD_EXP_TYPE
-        # A switch-wide one that acts on no connection is still relayed: flush a conntrack zone.
+        # Relayed: a switch-wide one that acts on no connection (flush a conntrack zone), and
+        # ONF's bundles for 1.3 (the northbound maps their ids and what they carry).
         flush = nicira(version, 0x25, 29, struct.pack("!6xH", 5))
-        (relay,) = session.receive_data(flush, 1)
-        assert isinstance(relay, Relay) and relay.message.raw == flush
+        bundle_open = struct.pack("!BBHIIIIHH", version, 4, 24, 0x26, 0x4F4E4600, 2300, 1, 0, 0)
+        for raw in (flush, bundle_open):
+            (relay,) = session.receive_data(raw, 1)
+            assert isinstance(relay, Relay) and relay.message.raw == raw

@@ -176,3 +176,59 @@ def test_the_listing_requests_are_those_of_each_version() -> None:
         kinds = {kind: struct.unpack_from("!H", codec.serialize(request, 1), 8)[0]
                  for kind, request in seeding_requests(version).items()}
         assert kinds == {7: 7, 10: 10, 11: 11}
+
+
+def test_bundles_of_two_controllers_get_their_own_ids_and_their_messages_are_scoped() -> None:
+    from ovs_sriov_proxy.openflow import bundles
+
+    northbound, proxy, session, links = two_controllers_on_a_13_bridge()
+    seeded(northbound, proxy, session)
+    for link in links:
+        link.feed(hello(frozenset({OFP13})))
+        link.received()
+    bucket = p13.OFPBucket(actions=[p13.OFPActionOutput(1)])
+    links[0].feed(build(p13.OFPGroupMod(DP13, o13.OFPGC_ADD, o13.OFPGT_ALL, 1, [bucket])))
+    links[0].feed(build(p13.OFPGroupMod(DP13, o13.OFPGC_ADD, o13.OFPGT_ALL, 2, [bucket])))
+    bridge_out(session)
+    for n, link in enumerate(links):
+        link.feed(build(p13.ONFBundleCtrlMsg(DP13, 7, o13.ONF_BCT_OPEN_REQUEST, 0, []),
+                        xid=0x60 + n))
+        flow = p13.OFPFlowMod(DP13, cookie=0xAB, priority=5, match=p13.OFPMatch(in_port=1),
+                              instructions=[p13.OFPInstructionActions(
+                                  o13.OFPIT_APPLY_ACTIONS, [p13.OFPActionOutput(2)])])
+        link.feed(build(p13.ONFBundleAddMsg(DP13, 7, 0, flow, []), xid=0x70 + n))
+    # a's delete-all of groups, inside its bundle: one add per group of its own
+    everything = p13.OFPGroupMod(DP13, o13.OFPGC_DELETE, o13.OFPGT_ALL, o13.OFPG_ALL, [])
+    links[0].feed(build(p13.ONFBundleAddMsg(DP13, 7, 0, everything, []), xid=0x80))
+    sent = bridge_out(session)
+    parsed = [bundles.parse(m.raw) for m in sent]
+    assert all(b is not None for b in parsed)
+    a_id, b_id = parsed[0].bundle_id, parsed[2].bundle_id  # the two opens
+    assert a_id != b_id
+    assert [b.bundle_id for b in parsed] == [a_id, a_id, b_id, b_id, a_id, a_id]
+    for message, bundle in zip(sent, parsed, strict=True):
+        if bundle.add:
+            inner = bundle.inner(message.raw)
+            assert struct.unpack_from("!I", inner, 4)[0] == message.xid  # as OVS requires
+    a_flow = parse(parsed[1].inner(sent[1].raw))
+    b_flow = parse(parsed[3].inner(sent[3].raw))
+    assert (a_flow.cookie >> 48, b_flow.cookie >> 48) == (0x4300, 0x4301)  # tagged
+    assert a_flow.priority != b_flow.priority  # each in its own band
+    deleted = [struct.unpack_from("!I", parsed[i].inner(sent[i].raw), 12)[0] for i in (4, 5)]
+    assert deleted == [1, 2]
+    # b commits: the bridge's reply goes back to b with b's xid and b's bundle id.
+    links[1].feed(build(p13.ONFBundleCtrlMsg(DP13, 7, o13.ONF_BCT_COMMIT_REQUEST, 0, []),
+                        xid=0x90))
+    [commit] = bridge_out(session)
+    reply = bytearray(commit.raw)
+    struct.pack_into("!H", reply, 20, o13.ONF_BCT_COMMIT_REPLY)
+    proxy.handle_events(session, session.receive_data(bytes(reply), 2))
+    [answer] = links[1].received()
+    assert answer.xid == 0x90 and bundles.parse(answer.raw).bundle_id == 7
+    # a goes away with its bundle still open: the proxy discards it on the bridge.
+    from ovs_sriov_proxy.sessions.controller import ControllerClosed
+
+    northbound._on_link_events(links[0], [ControllerClosed("gone")])
+    [discard] = bridge_out(session)
+    closed = bundles.parse(discard.raw)
+    assert closed.bundle_id == a_id and closed.control_type == bundles.OFPBCT_DISCARD_REQUEST

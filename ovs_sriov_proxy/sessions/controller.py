@@ -109,11 +109,13 @@ _RELAYED_10 = frozenset({4, 13, 14, 15, 16, 18})
 _RELAYED = frozenset({4, 13, 14, 15, 16, 17, 18, 20, 29})
 OFPT_EXPERIMENTER = 4
 OFPBRC_BAD_EXP_TYPE = 4  # 1.0 calls it OFPBRC_BAD_SUBTYPE; same code
+_RELAYED_14 = _RELAYED | {33, 34}  # + BUNDLE_CONTROL, BUNDLE_ADD_MESSAGE (northbound unwraps)
 # Experimenter messages that are refused, not relayed: they would change the proxy's own
 # connection to the bridge (its role, async config, packet-in and flow formats, controller id),
-# or install flows and groups past cookie tags, priority bands and id slices (flow-mods,
-# bundles). Standard equivalents are handled per controller or refused (1.4 bundles).
-NX_VENDOR, ONF_EXPERIMENTER = 0x00002320, 0x4F4E4600
+# or install flows past cookie tags, priority bands and id slices (Nicira flow-mods). Standard
+# equivalents are handled per controller. (Bundles, ONF's for 1.3 too, are relayed: the
+# northbound treats each message in them as if it came alone.)
+NX_VENDOR = 0x00002320
 _REFUSED_EXPERIMENTER = {
     NX_VENDOR: frozenset({
         10,  # NXT_ROLE_REQUEST
@@ -126,7 +128,6 @@ _REFUSED_EXPERIMENTER = {
         27,  # NXT_SET_ASYNC_CONFIG2
         28,  # NXT_RESUME: of a continuation the proxy never passed on
     }),
-    ONF_EXPERIMENTER: frozenset({2300, 2301}),  # bundle control and add-message (1.3)
 }
 
 
@@ -322,7 +323,8 @@ class ControllerSession:
                 masks[PORT_STATUS_SLAVE], masks[FLOW_REMOVED_MASTER], masks[FLOW_REMOVED_SLAVE])))
         elif msg_type == OFPT_EXPERIMENTER and _refused_experimenter(message.raw):
             return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_EXP_TYPE)
-        elif msg_type in (_RELAYED_10 if version == OFP10 else _RELAYED):
+        elif msg_type in (_RELAYED_10 if version == OFP10 else
+                          _RELAYED if version == OFP13 else _RELAYED_14):
             return [Relay(message)]
         else:
             return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE)
