@@ -529,6 +529,10 @@ class Northbound:
             raw, clamped = remap_flow_mod(bridge.version, raw, self.bands[controller])
             if clamped:
                 bridge.counters[f"priority_clamped:{controller}"] += 1
+        elif message.type == (OFPT10_PORT_MOD if message.version == OFP10 else OFPT13_PORT_MOD):
+            raw, kept = keep_port_packet_ins(message.version, raw)
+            if kept:
+                bridge.counters[f"port_no_packet_in_ignored:{controller}"] += 1
         ids = self.ids.get(bridge.session)
         if ids is not None and ids.shared:
             try:
@@ -957,6 +961,8 @@ def _flow_mod_buffer_id(message: Message) -> int:
 
 
 OFPMP_GROUP_DESC, OFPMP_METER_CONFIG, OFPMP_METER_FEATURES = 7, 10, 11
+OFPT10_PORT_MOD, OFPT13_PORT_MOD = 15, 16
+OFPPC_NO_PACKET_IN = 1 << 6  # the same bit in 1.0 and 1.3+
 OFPST_FLOW = 1  # flow statistics: OFPST_FLOW in 1.0, OFPMP_FLOW in 1.3+
 # Where the cookie sits in one flow-stats entry (after the 1.0 ofp_match, or the 1.3+ fixed part).
 _STATS_COOKIE_AT = {OFP10: 64}
@@ -993,6 +999,21 @@ def untag_flow_stats(message: Message, tag: int, band: Band = IDENTITY) -> bytes
             unmap_flow_stats_entry(message.version, out, offset, band)
         offset += length
     return bytes(out)
+
+
+def keep_port_packet_ins(version: int, raw: bytes) -> tuple[bytes, bool]:
+    """A PORT_MOD without any change to the port's NO_PACKET_IN bit (taken out of its mask), and
+    whether it had one: a controller must not stop the misses of a port for the proxy and for
+    every other controller (it can still set its own async config)."""
+    at = 20 if version == OFP10 else 28  # the mask (after the config)
+    if len(raw) < at + 4:
+        return raw, False
+    (mask,) = _U32.unpack_from(raw, at)
+    if not mask & OFPPC_NO_PACKET_IN:
+        return raw, False
+    out = bytearray(raw)
+    _U32.pack_into(out, at, mask & ~OFPPC_NO_PACKET_IN)
+    return bytes(out), True
 
 
 def _is_table_miss_to_controller(message: Message) -> bool:

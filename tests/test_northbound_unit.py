@@ -62,3 +62,20 @@ def test_flow_stats_replies_show_a_controller_its_own_cookies_untagged() -> None
     assert [s.cookie for s in parsed.body] == [0xABC, foreign]
     port_stats = Framer().receive_data(reply.raw[:8] + struct.pack("!H", 4) + reply.raw[10:])[0]
     assert untag_flow_stats(port_stats, tag) == port_stats.raw  # only flow stats are touched
+
+
+def test_a_port_mod_cannot_turn_off_a_ports_packet_ins() -> None:
+    from ovs_sriov_proxy.northbound import keep_port_packet_ins
+
+    for dp, parser, ofp in ((DP13, p13, of13), (DP10, p10, of10)):
+        both = message(parser.OFPPortMod(
+            dp, 1, "02:00:00:00:00:01", ofp.OFPPC_NO_PACKET_IN | ofp.OFPPC_PORT_DOWN,
+            ofp.OFPPC_NO_PACKET_IN | ofp.OFPPC_PORT_DOWN, 0))
+        kept, changed = keep_port_packet_ins(dp.ofproto.OFP_VERSION, both.raw)
+        at = 28 if dp is DP13 else 20
+        assert changed and struct.unpack_from("!I", kept, at)[0] == ofp.OFPPC_PORT_DOWN
+        assert kept[:at] == both.raw[:at] and kept[at + 4:] == both.raw[at + 4:]
+        down_only = message(parser.OFPPortMod(dp, 1, "02:00:00:00:00:01", ofp.OFPPC_PORT_DOWN,
+                                              ofp.OFPPC_PORT_DOWN, 0))
+        assert keep_port_packet_ins(dp.ofproto.OFP_VERSION, down_only.raw) == (down_only.raw,
+                                                                               False)
