@@ -136,10 +136,20 @@ class Daemon:
         log.info("rules backup %s: %d rules restored (%d had expired while the proxy was down)",
                  path, len(result.records) - len(expired.removed), len(expired.removed))
 
+    def _follow_clock_step(self) -> None:
+        """The system clock was stepped (NTP, date -s): lifetimes move with it (rules/clock.py)."""
+        if abs(clock.drift()) <= clock.STEP_SECONDS:
+            return
+        step = clock.reanchor()
+        moved = self.store.shift_times(step)
+        log.warning("the system clock stepped by %+.1f s; the %d rules with a lifetime keep the "
+                    "time they had left", step, moved)
+
     async def _expire_rules(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_TICK)
             try:
+                self._follow_clock_step()
                 next_expiry = self.store.next_expiry()
                 now = clock.now()
                 if next_expiry is not None and next_expiry <= now:

@@ -294,11 +294,11 @@ def test_reconcile_keeps_agreeing_flows_deletes_the_rest_and_reinstalls_learned_
 
 
 def test_reinstalled_learned_flows_carry_the_rest_of_their_hard_timeout() -> None:
-    import time
+    from ovs_sriov_proxy.rules import clock
 
     store = RuleStore()
     rule = parse_flow("priority=20,hard_timeout=100,in_port=3 actions=output:4", origin="ctl-a")
-    store.add(rule, now=time.time() - 60, expires_at=time.time() + 40)
+    store.add(rule, now=clock.now() - 60, expires_at=clock.now() + 40)
     proxy = Proxy(store)
     session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
     proxy.handle_events(session, handshake_13(session))

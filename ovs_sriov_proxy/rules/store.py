@@ -54,8 +54,8 @@ class RuleChange:
 
 
 class RuleMeta(NamedTuple):  # a tuple: a million of them are built at restore (half the cost)
-    inserted_at: float  # time.time() when the rule entered the store (first, for restored rules)
-    expires_at: float | None = None  # time.time() after which the rule leaves the store
+    inserted_at: float  # clock.now() when the rule entered the store (first, for restored rules)
+    expires_at: float | None = None  # clock.now() after which the rule leaves the store
 
 
 class RuleListener(Protocol):
@@ -227,6 +227,23 @@ class RuleStore:
             self._push_expiry(meta.expires_at, rule_id)
         if self.listener is not None:
             self.listener.rule_saved(rule_id, rule, meta)
+
+    def shift_times(self, step: float) -> int:
+        """The clock stepped by `step` seconds (rules/clock.py): every rule with a lifetime
+        keeps what it had left, and so does its backup copy. Rules without one keep their
+        insertion time (it only informs). Returns how many rules moved."""
+        moved = 0
+        for rule_id, meta in list(self._meta.items()):
+            if meta.expires_at is None:
+                continue
+            meta = self._meta[rule_id] = RuleMeta(meta.inserted_at + step, meta.expires_at + step)
+            moved += 1
+            if self.listener is not None:
+                self.listener.rule_saved(rule_id, self._rules[rule_id], meta)
+        self._expiries = [(m.expires_at, i) for i, m in self._meta.items()
+                          if m.expires_at is not None]
+        heapq.heapify(self._expiries)
+        return moved
 
     def _push_expiry(self, expires_at: float, rule_id: int) -> None:
         heapq.heappush(self._expiries, (expires_at, rule_id))
