@@ -2,6 +2,7 @@
 
     python integration/osken_l2_app.py --listen PORT [--proactive PRIORITY:IN_PORT:OUT_PORT ...]
                                        [--group-flow IN_PORT:GROUP:METER:OUT_PORT ...]
+                                       [--learn-flow IN_PORT:OUT_PORT ...]
                                        [--bundle] [--quiet] [--packet-outs-only]
 
 os-ken 4.2.2 ships no `osken-manager`, so this script is its own manager: it registers the app,
@@ -14,6 +15,10 @@ per decision goes to stderr ("flow ..." or "flood ...").
 With `--bundle` the `--proactive` flows are sent in one bundle (ONF's extension, as neutron's
 agent does on 1.3): open bundle 1, add each flow, commit; it prints "bundle committed" on the
 switch's reply.
+
+`--learn-flow` installs in_port=IN_PORT (priority 200) -> learn(table 0, priority 300,
+hard_timeout 60, cookie 0x77, eth_dst=the packet's eth_src, no actions), output:OUT_PORT: the
+bridge itself then installs a flow for every source it sees (as neutron's br-tun does).
 
 `--group-flow` makes it program groups and meters the way Faucet does: on connect it deletes
 every group and meter, then adds meter METER, group GROUP (type all, output OUT_PORT) and a flow
@@ -42,6 +47,7 @@ FLOW_PRIORITY = 10
 FLOW_IDLE_TIMEOUT = 30
 PROACTIVE: list[tuple[int, int, int]] = []  # (priority, in_port, out_port), from the command line
 GROUP_FLOWS: list[tuple[int, int, int, int]] = []  # (in_port, group, meter, out_port)
+LEARN_FLOWS: list[tuple[int, int]] = []  # (in_port, out_port)
 
 
 class LearningSwitch(app_manager.OSKenApp):
@@ -82,6 +88,16 @@ class LearningSwitch(app_manager.OSKenApp):
                                                       []))
         if GROUP_FLOWS:
             self.program_groups(datapath)
+        for in_port, out_port in LEARN_FLOWS:
+            learn = parser.NXActionLearn(
+                table_id=0, specs=[parser.NXFlowSpecMatch(src=("eth_src", 0), dst=("eth_dst", 0),
+                                                          n_bits=48)],
+                idle_timeout=0, hard_timeout=60, priority=300, cookie=0x77, flags=0,
+                fin_idle_timeout=0, fin_hard_timeout=0)
+            datapath.send_msg(parser.OFPFlowMod(
+                datapath, priority=200, match=parser.OFPMatch(in_port=in_port),
+                instructions=[parser.OFPInstructionActions(
+                    ofp.OFPIT_APPLY_ACTIONS, [learn, parser.OFPActionOutput(out_port)])]))
         self.say(f"switch {datapath.id:016x} connected")
 
     def program_groups(self, datapath: Any) -> None:
@@ -158,6 +174,7 @@ def main() -> None:
                         metavar="PRIORITY:IN_PORT:OUT_PORT")
     parser.add_argument("--group-flow", action="append", default=[],
                         metavar="IN_PORT:GROUP:METER:OUT_PORT")
+    parser.add_argument("--learn-flow", action="append", default=[], metavar="IN_PORT:OUT_PORT")
     parser.add_argument("--bundle", action="store_true",
                         help="send the --proactive flows in one ONF bundle")
     parser.add_argument("--quiet", action="store_true", help="no line per decision")
@@ -170,6 +187,9 @@ def main() -> None:
     for text in args.proactive:
         priority, in_port, out_port = (int(part) for part in text.split(":"))
         PROACTIVE.append((priority, in_port, out_port))
+    for text in args.learn_flow:
+        in_port, out_port = (int(part) for part in text.split(":"))
+        LEARN_FLOWS.append((in_port, out_port))
     for text in args.group_flow:
         in_port, group, meter, out_port = (int(part) for part in text.split(":"))
         GROUP_FLOWS.append((in_port, group, meter, out_port))

@@ -68,3 +68,34 @@ def test_the_controller_with_primacy_wins_overlapping_proactive_flows(
     proxy.stop()
     clamped = "priority_clamped:low=1" in proxy.log_text()
     assert clamped == (bands == "auto")
+
+
+def test_flows_the_bridge_learns_for_a_controller_carry_its_tag_and_band(
+        ovs, proxy_factory, tmp_path) -> None:
+    """A learn() action installs flows of its own, on the bridge, with no FLOW_MOD through the
+    proxy: they must still carry the controller's cookie tag and sit in its band."""
+    port_learner, port_other = free_port(), free_port()
+    for name, port, extra in (("learner", port_learner, ["--learn-flow", "1:2"]),
+                              ("other", port_other, [])):
+        ovs.spawn(name, [sys.executable, str(APP), "--listen", str(port), *extra],
+                  ready=lambda port=port: tcp_listening("127.0.0.1", port),
+                  allowed_log_lines=[r"^switch [0-9a-f]{16} connected$", r"^flow ", r"^flood "],
+                  timeout=20)
+    port = free_port()
+    # learner: first in the config (tag 0x4300) and first in primacy (band 32768..65535)
+    proxy_factory(proxy_config(port, tmp_path / "state", [])
+                  + controllers_toml([("learner", port_learner, 50, ""),
+                                      ("other", port_other, 10, "")]))
+    add_bridge(ovs, "br0", "OpenFlow13", port)
+    wait_until(lambda: "learn(" in ovs.ofctl("-O", "OpenFlow13", "dump-flows", "br0"), 15,
+               "the learner's learning flow")
+    ovs.inject("br0-p1", udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"x"))
+
+    def learned() -> str | None:
+        lines = [line for line in ovs.ofctl("-O", "OpenFlow13", "dump-flows", "br0").splitlines()
+                 if f"dl_dst={A}" in line]
+        return lines[0] if lines else None
+
+    line = wait_until(learned, 10, "the flow the bridge learned")
+    assert "cookie=0x4300000000000077" in line
+    assert "priority=33068" in line  # 32768 + the 300 the learn action asked for

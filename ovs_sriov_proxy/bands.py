@@ -31,6 +31,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .openflow import actions
+
 OFP10 = 0x01
 OFP15 = 0x06
 MAX_PRIORITY = 0xFFFF
@@ -156,6 +158,39 @@ def remap_flow_mod(version: int, raw: bytes, band: Band) -> tuple[bytes, bool]:
     out = bytearray(raw)
     _U16.pack_into(out, at, mapped)
     return bytes(out), clamped
+
+
+NXAST_LEARN, NXAST_LEARN2 = 16, 45  # learn(...): installs flows of its own when it runs
+_LEARN_PRIORITY, _LEARN_COOKIE = 14, 16  # offsets in both forms (learn2 only adds at the end)
+_U64 = struct.Struct("!Q")
+_NX_VENDOR_BYTES = b"\x00\x00\x23\x20"
+
+
+def scope_learns(raw: bytes, tag: int, tag_mask: int, band: Band,
+                 actions_only: bool = False) -> bytes:
+    """A controller's message whose learn() actions install flows the way its own FLOW_MODs
+    are installed: with its cookie tag (`tag`, in the bits of `tag_mask`) and in its priority
+    band. Otherwise a learned flow would escape both: another controller's flow could lose to
+    it, and the controller's deletes and flow stats would not find it. `actions_only`: `raw`
+    is a bare action list, not a message."""
+    if _NX_VENDOR_BYTES not in raw:  # no Nicira action at all: the common case, no walk
+        return raw
+    buf = bytearray(raw)
+
+    def visit(buf: bytearray, at: int, action_type: int, length: int) -> None:
+        if (action_type != actions.OFPAT_EXPERIMENTER or length < 32
+                or actions.nicira_subtype(buf, at, length) not in (NXAST_LEARN, NXAST_LEARN2)):
+            return
+        (cookie,) = _U64.unpack_from(buf, at + _LEARN_COOKIE)
+        _U64.pack_into(buf, at + _LEARN_COOKIE, tag | cookie & ~tag_mask & 0xFFFFFFFFFFFFFFFF)
+        (priority,) = _U16.unpack_from(buf, at + _LEARN_PRIORITY)
+        _U16.pack_into(buf, at + _LEARN_PRIORITY, band.to_bridge(priority)[0])
+
+    if actions_only:
+        actions.walk_actions(buf, 0, len(buf), visit)
+    else:
+        actions.walk_message(buf, visit)
+    return bytes(buf)
 
 
 def unmap_flow_removed(version: int, raw: bytes, band: Band) -> bytes:

@@ -32,6 +32,8 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .openflow import actions
+
 OFP13, OFP15 = 0x04, 0x06
 OFPT_PACKET_OUT, OFPT_FLOW_MOD, OFPT_GROUP_MOD = 13, 14, 15
 OFPT_MULTIPART_REQUEST, OFPT_MULTIPART_REPLY, OFPT_METER_MOD = 18, 19, 29
@@ -44,7 +46,7 @@ OFPMC_ADD, OFPMC_DELETE = 0, 2
 OFPG_MAX, OFPG_ALL, OFPG_ANY = 0xFFFFFF00, 0xFFFFFFFC, 0xFFFFFFFF
 OFPM_MAX = 0xFFFF0000  # above it: OFPM_SLOWPATH, OFPM_CONTROLLER, OFPM_ALL
 OFPM_ALL = 0xFFFFFFFF
-OFPIT_WRITE_ACTIONS, OFPIT_APPLY_ACTIONS, OFPIT_METER = 3, 4, 6
+OFPIT_METER = 6
 OFPAT_GROUP, OFPAT15_METER = 22, 29
 OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, OFPBRC_BAD_LEN = 1, 1, 6
 OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP = 2, 9
@@ -53,7 +55,6 @@ OFPET_GROUP_MOD_FAILED, OFPGMFC_INVALID_GROUP = 6, 1
 OFPET_METER_MOD_FAILED, OFPMMFC_INVALID_METER, OFPMMFC_UNKNOWN_METER = 12, 2, 3
 OFPMMFC_OUT_OF_METERS = 10
 OFPGMFC_GROUP_EXISTS, OFPMMFC_METER_EXISTS = 0, 1
-NX_VENDOR, NXAST_CLONE = 0x00002320, 42  # Nicira's clone(...) action nests an action list
 MULTIPART_MORE = 1
 
 _U16 = struct.Struct("!H")
@@ -374,64 +375,41 @@ def _unmap_u32(buf: bytearray, at: int, id_slice: IdSlice) -> bool:
     return True
 
 
-def _map_actions(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
-    while at + 8 <= end:
-        action_type, length = struct.unpack_from("!HH", buf, at)
-        if length < 8 or at + length > end:
-            return
+def _action_visitor(mapper: _Mapper) -> actions.Visitor:
+    def visit(buf: bytearray, at: int, action_type: int, length: int) -> None:
         if action_type == OFPAT_GROUP:
             _remap_u32(buf, at + 4, mapper.group)
         elif action_type == OFPAT15_METER and mapper.version >= OFP15:
             _remap_u32(buf, at + 4, mapper.meter)
-        elif action_type == 0xFFFF and length >= 16:  # experimenter: vendor, subtype
-            vendor, subtype = struct.unpack_from("!IH", buf, at + 4)
-            if vendor == NX_VENDOR and subtype == NXAST_CLONE:
-                _map_actions(buf, at + 16, at + length, mapper)
-        at += length
+    return visit
+
+
+def _map_actions(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
+    actions.walk_actions(buf, at, end, _action_visitor(mapper))
 
 
 def _map_instructions(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
-    while at + 8 <= end:
-        kind, length = struct.unpack_from("!HH", buf, at)
-        if length < 8 or at + length > end:
-            return
-        if kind in (OFPIT_WRITE_ACTIONS, OFPIT_APPLY_ACTIONS):
-            _map_actions(buf, at + 8, at + length, mapper)
-        elif kind == OFPIT_METER:
+    def visit_instruction(buf: bytearray, at: int, kind: int, length: int) -> None:
+        if kind == OFPIT_METER:
             _remap_u32(buf, at + 4, mapper.meter)
-        at += length
-
-
-def _padded_match_end(buf: bytearray, match_at: int) -> int:
-    (match_len,) = _U16.unpack_from(buf, match_at + 2)
-    return match_at + (match_len + 7) // 8 * 8
+    actions.walk_instructions(buf, at, end, _action_visitor(mapper), visit_instruction)
 
 
 def _map_flow_mod(buf: bytearray, mapper: _Mapper) -> None:
     if buf[25] in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
         _map_out_group(buf, 40, mapper)  # only deletes read it
-    _map_instructions(buf, _padded_match_end(buf, 48), len(buf), mapper)
+    _map_instructions(buf, actions.padded_match_end(buf, 48), len(buf), mapper)
 
 
 def _map_packet_out(buf: bytearray, mapper: _Mapper) -> None:
-    if buf[0] >= OFP15:
-        (actions_len,) = _U16.unpack_from(buf, 12)
-        at = _padded_match_end(buf, 16)
-    else:
-        (actions_len,) = _U16.unpack_from(buf, 16)
-        at = 24
-    _map_actions(buf, at, min(at + actions_len, len(buf)), mapper)
+    actions.walk_message(buf, _action_visitor(mapper))
 
 
 def _map_buckets13(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
-    """OpenFlow 1.3/1.4 buckets: length, weight, watch_port, watch_group, pad, actions."""
-    while at + 16 <= end:
-        (length,) = _U16.unpack_from(buf, at)
-        if length < 16 or at + length > end:
-            return
-        _remap_u32(buf, at + 8, mapper.group)
-        _map_actions(buf, at + 16, at + length, mapper)
-        at += length
+    """OpenFlow 1.3/1.4 buckets, each bucket's watch_group too."""
+    def watch_group(buf: bytearray, bucket_at: int) -> None:
+        _remap_u32(buf, bucket_at + 8, mapper.group)
+    actions.walk_buckets(buf, at, end, _action_visitor(mapper), watch_group)
 
 
 def _map_out_group(buf: bytearray, at: int, mapper: _Mapper) -> None:
@@ -461,12 +439,12 @@ def _map_multipart_request(buf: bytearray, mapper: _Mapper) -> None:
 
 def _map_flow_stats13(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
     """One 1.3/1.4 flow-stats entry: 48 fixed bytes, the match, the instructions."""
-    _map_instructions(buf, _padded_match_end(buf, at + 48), end, mapper)
+    _map_instructions(buf, actions.padded_match_end(buf, at + 48), end, mapper)
 
 
 def _map_flow_desc15(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
     """One 1.5 flow description: 24 fixed bytes, the match, the stats, the instructions."""
-    stats_at = _padded_match_end(buf, at + 24)
+    stats_at = actions.padded_match_end(buf, at + 24)
     (stats_len,) = _U16.unpack_from(buf, stats_at + 2)
     _map_instructions(buf, stats_at + (stats_len + 7) // 8 * 8, end, mapper)
 

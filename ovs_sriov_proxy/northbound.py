@@ -40,6 +40,7 @@ from .bands import (
     TableFloor,
     assign_bands,
     remap_flow_mod,
+    scope_learns,
     unmap_flow_removed,
     unmap_flow_stats_entry,
     view_flow_mod,
@@ -83,6 +84,8 @@ log = logging.getLogger(__name__)
 CONTROLLER_COOKIE_TAG_BASE = 0x4300  # "C": tag of the first controller; the next gets +1 ...
 TAG_SHIFT = 48
 LOW_COOKIE = (1 << TAG_SHIFT) - 1
+TAG_MASK = 0xFFFF << TAG_SHIFT
+_MAY_LEARN = frozenset({13, 14, 15})  # PACKET_OUT, FLOW_MOD, GROUP_MOD (1.0: PORT_MOD, no actions)
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
 OFPFC_ADD = 0
 RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
@@ -533,6 +536,8 @@ class Northbound:
             raw, kept = keep_port_packet_ins(message.version, raw)
             if kept:
                 bridge.counters[f"port_no_packet_in_ignored:{controller}"] += 1
+        if message.type in _MAY_LEARN:
+            raw = self._scope_learns(controller, raw)
         ids = self.ids.get(bridge.session)
         if ids is not None and ids.shared:
             try:
@@ -545,6 +550,10 @@ class Northbound:
         if message.type == OFPT_FLOW_MOD:
             put_back_table_miss = self._track_table_floor(bridge, controller, raw)
         return to_send, put_back_table_miss
+
+    def _scope_learns(self, controller: str, raw: bytes, actions_only: bool = False) -> bytes:
+        return scope_learns(raw, self.tags[controller] << TAG_SHIFT, TAG_MASK,
+                            self.bands[controller], actions_only)
 
     def _relay_bundle(self, bridge: Bridge, controller: str, message: Message,
                       bundle: bundles.Bundle) -> bool:
@@ -672,7 +681,7 @@ class Northbound:
         session = bridge.session
         data = miss.data if bridge_buffer == NO_BUFFER else b""
         if answer.packet_out is not None:
-            actions = answer.packet_out.actions_raw
+            actions = self._scope_learns(winner, answer.packet_out.actions_raw, actions_only=True)
             ids = self.ids.get(bridge.session)
             if ids is not None:
                 try:

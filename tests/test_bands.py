@@ -312,3 +312,45 @@ def test_priority_bands_is_a_proxy_key_auto_by_default() -> None:
         parse_config('[proxy]\npriority_bands = "sometimes"\n', "proxy.toml")
     assert str(caught.value) == ("proxy.toml:2: proxy.priority_bands: must be one of auto, off, "
                                  "got 'sometimes'")
+
+
+def learn_action(parser, priority: int = 7, cookie: int = 0xAB):
+    specs = [parser.NXFlowSpecMatch(src=("in_port", 0), dst=("in_port", 0), n_bits=16)
+             ] if parser is p13 else []  # (os-ken's 1.0 parser names no fields for specs)
+    return parser.NXActionLearn(table_id=1, specs=specs, idle_timeout=0, hard_timeout=300,
+                                priority=priority, cookie=cookie, flags=0, fin_idle_timeout=0,
+                                fin_hard_timeout=0)
+
+
+def test_flows_a_learn_action_installs_get_the_controllers_tag_and_band() -> None:
+    from ovs_sriov_proxy.bands import scope_learns
+
+    tag, mask, band = 0x4301 << 48, 0xFFFF << 48, Band(32768, 65535)
+    dp13 = ofproto_protocol.ProtocolDesc(0x04)
+    flow = p13.OFPFlowMod(dp13, priority=5, match=p13.OFPMatch(in_port=1), instructions=[
+        p13.OFPInstructionActions(of13.OFPIT_APPLY_ACTIONS,
+                                  [p13.OFPActionOutput(2), learn_action(p13)])])
+    flow.serialize()
+    scoped = scope_learns(bytes(flow.buf), tag, mask, band)
+    parsed = p13.OFPFlowMod.parser(dp13, 4, 14, len(scoped), 0, scoped)
+    learn = parsed.instructions[0].actions[1]
+    assert (learn.cookie, learn.priority, learn.hard_timeout) == (tag | 0xAB, 32768 + 7, 300)
+    assert parsed.priority == 5  # the FLOW_MOD's own priority is remap_flow_mod's business
+
+    dp10 = ofproto_protocol.ProtocolDesc(0x01)
+    flow10 = p10.OFPFlowMod(dp10, match=p10.OFPMatch(in_port=1), cookie=0, command=0,
+                            priority=5, actions=[learn_action(p10, cookie=tag | 0xCD)])
+    flow10.serialize()
+    scoped10 = scope_learns(bytes(flow10.buf), 0x4300 << 48, mask, IDENTITY)
+    learn10 = p10.OFPFlowMod.parser(dp10, 1, 14, len(scoped10), 0, scoped10).actions[0]
+    assert (learn10.cookie, learn10.priority) == (0x4300 << 48 | 0xCD, 7)  # its own tag wins
+
+    # A bare action list (a PACKET_OUT answering a miss) and a message without Nicira actions.
+    raw = bytes(flow.buf)
+    bare = raw[raw.index(b"\x00\x00\x23\x20") - 4:]  # the learn action alone, the last one
+    assert struct.unpack_from("!HH", bare) == (0xFFFF, len(bare))
+    assert struct.unpack_from("!Q", scope_learns(bare, tag, mask, band, actions_only=True),
+                              16)[0] == tag | 0xAB
+    plain = message(p13.OFPFlowMod(dp13, priority=5, match=p13.OFPMatch(in_port=1),
+                                   instructions=[])).raw
+    assert scope_learns(plain, tag, mask, band) is plain

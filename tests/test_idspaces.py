@@ -310,7 +310,7 @@ def test_the_constants_are_openflows() -> None:
     from ovs_sriov_proxy import idspaces
 
     for name in ("OFPG_MAX", "OFPG_ALL", "OFPG_ANY", "OFPM_MAX", "OFPM_ALL", "OFPAT_GROUP",
-                 "OFPIT_METER", "OFPIT_APPLY_ACTIONS", "OFPIT_WRITE_ACTIONS", "OFPGC_DELETE",
+                 "OFPIT_METER", "OFPGC_DELETE",
                  "OFPMC_DELETE", "OFPMP_GROUP_DESC", "OFPMP_METER_CONFIG", "OFPMP_METER_FEATURES",
                  "OFPET_GROUP_MOD_FAILED", "OFPGMFC_INVALID_GROUP", "OFPET_METER_MOD_FAILED",
                  "OFPMMFC_INVALID_METER", "OFPMMFC_OUT_OF_METERS", "OFPET_BAD_ACTION",
