@@ -84,6 +84,20 @@ def test_slave_role_hears_no_packet_ins_and_stale_generations_are_refused() -> N
     (refusal,) = replies(session)
     assert refusal.type == 1 and struct.unpack_from("!HH", refusal.raw, 8) == (11, 0)
     assert session.settings.role == OFPCR_ROLE_SLAVE
+    # A slave may read, but not send packets or change the switch: refused as a switch would.
+    flow = wire(p13.OFPFlowMod(DP13, priority=1, match=p13.OFPMatch(), instructions=[]), 7)
+    packet_out = wire(p13.OFPPacketOut(DP13, 0xFFFFFFFF, 1, [p13.OFPActionOutput(2)], FRAME), 8)
+    bundle = wire(p13.ONFBundleCtrlMsg(DP13, 1, of13.ONF_BCT_OPEN_REQUEST, 0, []), 9)
+    for raw in (flow, packet_out, bundle):
+        assert session.receive_data(raw, 1) == []
+    assert [(r.xid, struct.unpack_from("!HH", r.raw, 8)) for r in replies(session)] == [
+        (7, (1, 10)), (8, (1, 10)), (9, (1, 10))]  # BAD_REQUEST/IS_SLAVE
+    (relay,) = session.receive_data(wire(p13.OFPFlowStatsRequest(DP13), 10), 1)
+    assert isinstance(relay, Relay)  # reading is allowed
+    session.receive_data(wire(p13.OFPRoleRequest(DP13, OFPCR_ROLE_MASTER, 11), 11), 1)
+    replies(session)
+    (relay,) = session.receive_data(flow, 1)  # a master again: its flows go through
+    assert isinstance(relay, Relay)
 
 
 def test_bridge_messages_are_relayed_and_packet_outs_decoded() -> None:

@@ -109,6 +109,11 @@ _RELAYED_10 = frozenset({4, 13, 14, 15, 16, 18})
 _RELAYED = frozenset({4, 13, 14, 15, 16, 17, 18, 20, 29})
 OFPT_EXPERIMENTER = 4
 OFPBRC_BAD_EXP_TYPE = 4  # 1.0 calls it OFPBRC_BAD_SUBTYPE; same code
+OFPBRC_IS_SLAVE = 10
+# What a controller in the slave role may not send (1.2+): packets and state changes. PACKET_OUT,
+# FLOW_MOD, GROUP_MOD, PORT_MOD, TABLE_MOD, METER_MOD, BUNDLE_CONTROL, BUNDLE_ADD_MESSAGE.
+_DENIED_TO_SLAVES = frozenset({13, 14, 15, 16, 17, 29, 33, 34})
+ONF_EXPERIMENTER, ONF_BUNDLE_TYPES = 0x4F4E4600, frozenset({2300, 2301})
 _RELAYED_14 = _RELAYED | {33, 34}  # + BUNDLE_CONTROL, BUNDLE_ADD_MESSAGE (northbound unwraps)
 # Experimenter messages that are refused, not relayed: they would change the proxy's own
 # connection to the bridge (its role, async config, packet-in and flow formats, controller id),
@@ -292,6 +297,9 @@ class ControllerSession:
             raise RemoteProtocolError(f"message version 0x{message.version:02x} differs from the "
                                       f"negotiated 0x{self.version:02x}")
         version, msg_type, xid = self.version, message.type, message.xid
+        if self.settings.role == OFPCR_ROLE_SLAVE and _denied_to_slaves(msg_type, message.raw):
+            # As a switch would: a slave may read, not send packets or change state.
+            return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE)
         if msg_type == OFPT_PACKET_OUT:  # first: the answer to nearly every miss
             return [Relay(message, switch_side.decode_packet_out(version, message.raw))]
         if msg_type == OFPT_ECHO_REQUEST:
@@ -352,3 +360,12 @@ def _refused_experimenter(raw: bytes) -> bool:
         return False  # too short to name a subtype: the bridge answers it
     experimenter, subtype = struct.unpack_from("!II", raw, 8)
     return subtype in _REFUSED_EXPERIMENTER.get(experimenter, ())
+
+
+def _denied_to_slaves(msg_type: int, raw: bytes) -> bool:
+    if msg_type in _DENIED_TO_SLAVES:
+        return True
+    if msg_type != OFPT_EXPERIMENTER or len(raw) < 16:
+        return False
+    experimenter, exp_type = struct.unpack_from("!II", raw, 8)
+    return experimenter == ONF_EXPERIMENTER and exp_type in ONF_BUNDLE_TYPES  # 1.3 bundles
