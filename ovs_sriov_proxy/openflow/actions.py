@@ -34,14 +34,18 @@ def nicira_subtype(buf: bytearray, at: int, length: int) -> int | None:
     return subtype if vendor == NX_VENDOR else None
 
 
-def walk_actions(buf: bytearray, at: int, end: int, visit: Visitor) -> None:
+MAX_NESTING = 16  # clone(clone(...)): deeper lists are not walked (OVS refuses far less)
+
+
+def walk_actions(buf: bytearray, at: int, end: int, visit: Visitor, depth: int = 0) -> None:
     while at + 8 <= end:
         action_type, length = _TL.unpack_from(buf, at)
         if length < 8 or at + length > end:
             return
         visit(buf, at, action_type, length)
-        if action_type == OFPAT_EXPERIMENTER and nicira_subtype(buf, at, length) == NXAST_CLONE:
-            walk_actions(buf, at + 16, at + length, visit)
+        if (action_type == OFPAT_EXPERIMENTER and depth < MAX_NESTING
+                and nicira_subtype(buf, at, length) == NXAST_CLONE):
+            walk_actions(buf, at + 16, at + length, visit, depth + 1)
         at += length
 
 

@@ -198,6 +198,10 @@ class ControllerSession:
 
     # ---- what the controller hears, filtered by its role and async masks ----
 
+    def may_answer(self) -> bool:
+        """Whether it may answer a miss: a slave's answer would be refused (IS_SLAVE)."""
+        return self.settings.role != OFPCR_ROLE_SLAVE
+
     def wants_packet_in(self, reason: int) -> bool:
         return self.state is State.READY and self._wants(PACKET_IN_SLAVE, PACKET_IN_MASTER, reason)
 
