@@ -86,6 +86,9 @@ def test_controller_links_and_wins_are_scraped(ovs, proxy_factory, tmp_path) -> 
     assert value(won, "asked_controllers_total", **BR0) >= 1
     assert value(won, "cache_hits_total", **BR0) == 0
     assert value(won, "controllers_silent_total", **BR0) == 0
+    # The real controller's answer was timed: at least one answer, under the miss timeout.
+    assert value(won, "controller_answer_seconds_count", controller="tc") >= 1
+    assert 0 < value(won, "controller_answer_seconds_sum", controller="tc") < 1.0
 
 
 def test_a_taken_metrics_port_stops_the_proxy_before_bridges_connect(proxy_factory,

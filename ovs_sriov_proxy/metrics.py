@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 
 from .config import MISS_FALLBACKS
@@ -205,7 +211,17 @@ def _controller_links(northbound: Northbound, controllers: list[str]) -> Iterato
         connected.add_metric([name], count)
     pending = _gauge("pending_misses", "Misses sent to controllers and not decided yet.")
     pending.add_metric([], len(northbound.resolver))
-    yield from (connected, reconnects, pending)
+    latency = HistogramMetricFamily(
+        PREFIX + "controller_answer_seconds", "Time from a miss's PACKET_IN sent to this "
+        "controller to its answer reaching the proxy (answers after the decision count too).",
+        labels=["controller"])
+    for name, histogram in northbound.answer_latency.items():
+        cumulative, buckets = 0, []
+        for bound, count in zip((*histogram.BOUNDS, math.inf), histogram.counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+        latency.add_metric([name], buckets, histogram.total)
+    yield from (connected, reconnects, pending, latency)
 
 
 def metrics_registry(proxy: Proxy, northbound: Northbound | None = None,

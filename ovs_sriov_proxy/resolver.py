@@ -84,6 +84,11 @@ class MissResolver(Generic[BridgeRef, AnswerT]):
                                                now + self.miss_timeout)
         return buffer_id, evicted
 
+    def asked_at(self, buffer_id: int) -> float | None:
+        """When a pending miss was sent to its controllers (None: not pending)."""
+        miss = self._pending.get(buffer_id)
+        return miss.deadline - self.miss_timeout if miss is not None else None
+
     def answer(self, controller: str, buffer_id: int, answer: AnswerT, now: float,
                local_time: datetime.time) -> Resolution[BridgeRef, AnswerT] | None:
         """Record `controller`'s answer; the resolution if the miss is decided now."""

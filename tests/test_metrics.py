@@ -145,6 +145,22 @@ def test_controller_wins_silences_learning_links_and_reconnects() -> None:
     assert samples(registry_of(proxy, northbound), P + "bridge_events") == []
 
 
+def test_each_controllers_answer_latency_is_a_histogram() -> None:
+    proxy, northbound, _ = with_controllers(["c1", "c2"])
+    for seconds in (0.0002, 0.0002, 0.003, 7.0):
+        northbound.answer_latency["c1"].observe(seconds)
+    value = registry_of(proxy, northbound).get_sample_value
+    name = P + "controller_answer_seconds"
+    assert value(name + "_bucket", {"controller": "c1", "le": "0.0001"}) == 0
+    assert value(name + "_bucket", {"controller": "c1", "le": "0.00025"}) == 2
+    assert value(name + "_bucket", {"controller": "c1", "le": "0.005"}) == 3
+    assert value(name + "_bucket", {"controller": "c1", "le": "2.5"}) == 3
+    assert value(name + "_bucket", {"controller": "c1", "le": "+Inf"}) == 4
+    assert value(name + "_count", {"controller": "c1"}) == 4
+    assert abs(value(name + "_sum", {"controller": "c1"}) - 7.0034) < 1e-9
+    assert value(name + "_count", {"controller": "c2"}) == 0  # a series from the start
+
+
 def test_the_default_registry_also_has_process_metrics_and_a_scrape_is_cheap() -> None:
     proxy, session = connected([f"priority={i},udp,tp_dst={i} actions=output:2"
                                 for i in range(1, 2001)])
