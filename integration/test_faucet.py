@@ -52,7 +52,7 @@ def faucet_venv() -> Path:
 
 class Faucet:
     def __init__(self, ovs: OvsSandbox, venv: Path, directory: Path, ports: list[int],
-                 port: int | None = None) -> None:
+                 port: int | None = None, group_table: bool = False) -> None:
         self.port = port or free_port()
         directory.mkdir(parents=True, exist_ok=True)
         self.config = directory / "faucet.yaml"
@@ -63,7 +63,9 @@ class Faucet:
         self.config.write_text(
             "vlans:\n  office:\n    vid: 100\n"
             "dps:\n  sw1:\n    dp_id: 0x1\n    hardware: \"Open vSwitch\"\n"
-            f"    ignore_learn_ins: 0\n    interfaces:\n{interfaces}")
+            f"    ignore_learn_ins: 0\n"
+            + ("    group_table: true\n" if group_table else "")
+            + f"    interfaces:\n{interfaces}")
         environment = {
             "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",  # for osken-manager
             "FAUCET_CONFIG": str(self.config), "FAUCET_LOG": str(self.log),
@@ -230,4 +232,46 @@ def test_faucets_delete_all_spares_the_proxys_and_another_controllers_flows(
     proxy.stop()
     log = proxy.log_text()
     assert "won_by:other=1" in log
+    faucet.check_logs()
+
+
+def test_faucets_groups_and_delete_all_groups_leave_another_controllers_group(
+        ovs, proxy_factory, tmp_path, faucet_venv) -> None:
+    """Faucet with `group_table` floods through groups and deletes every group when it
+    connects. Next to an os-ken app that uses group 1 and meter 1, both keep their own: each
+    controller has its own slice of the bridge's group ids (idspaces.py)."""
+    import sys
+
+    from test_group_ids import HIGH_GROUP, bridge_ids, lines
+    from test_osken_app import APP
+
+    app_port = free_port()
+    ovs.spawn("app", [sys.executable, str(APP), "--listen", str(app_port),
+                      "--group-flow", "3:1:1:2"],
+              ready=lambda: tcp_listening("127.0.0.1", app_port),
+              allowed_log_lines=[r"^switch [0-9a-f]{16} connected$", r"^groups ", r"^meters ",
+                                 r"^flow ", r"^flood "], timeout=20)
+    app_log = ovs.directory / "app.stderr"
+    faucet_port = free_port()  # Faucet comes second, after the app has made its group
+    port = free_port()
+    proxy = proxy_factory(proxy_config(port, tmp_path / "state", [])
+                          + controllers_toml([("app", app_port, 10, ""),
+                                              ("faucet", faucet_port, 50, "")]))
+    add_bridge(ovs, "br0", "OpenFlow13", port)
+    wait_until(lambda: lines(app_log, "groups"), 15, "the app to list its groups")
+    assert bridge_ids(ovs, "groups") == [1]
+    faucet = Faucet(ovs, faucet_venv, tmp_path / "faucet", [1, 2], port=faucet_port,
+                    group_table=True)
+    proxy.wait_log("controller faucet connected", timeout=20)
+    wait_until(lambda: faucet_pipeline(ovs, 0x4301), 15, "Faucet's four tables")
+    def two_owners() -> list[int] | None:
+        found = bridge_ids(ovs, "groups")
+        return found if len(found) > 1 else None
+
+    groups = wait_until(two_owners, 15, "Faucet's flood group")
+    assert groups[0] == 1  # the app's group 1 is still there
+    assert all(group >= HIGH_GROUP - 1 for group in groups[1:])  # Faucet's, in its own slice
+    assert bridge_ids(ovs, "meters") == [1]
+    assert lines(app_log, "error") == []
+    proxy.stop()
     faucet.check_logs()
