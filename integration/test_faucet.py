@@ -63,7 +63,7 @@ class Faucet:
         self.config.write_text(
             "vlans:\n  office:\n    vid: 100\n"
             "dps:\n  sw1:\n    dp_id: 0x1\n    hardware: \"Open vSwitch\"\n"
-            f"    ignore_learn_ins: 0\n"
+            "    ignore_learn_ins: 0\n"
             + ("    group_table: true\n" if group_table else "")
             + f"    interfaces:\n{interfaces}")
         environment = {

@@ -46,13 +46,13 @@ from .bands import (
     unmap_flow_stats_entry,
     view_flow_mod,
 )
+from .bundle_relay import BundleRelay
 from .config import RETAIN_DROP, RETAIN_KEEP, ControllerConfig, TlsConfig
 from .idspaces import BridgeIds, IdRefused
 from .openflow import bundles, codec, flows, switch_side, translate, wellformed
 from .openflow.framing import (
     OFP10,
     OFPBRC_BAD_LEN,
-    OFPBRC_BAD_TYPE,
     OFPET_BAD_REQUEST,
     OFPT10_STATS_REPLY,
     OFPT13_MULTIPART_REPLY,
@@ -91,9 +91,6 @@ _MAY_LEARN = frozenset({13, 14, 15})  # PACKET_OUT, FLOW_MOD, GROUP_MOD (1.0: PO
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
 OFPFC_ADD = 0
 RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
-MAX_OPEN_BUNDLES = 64  # per controller and bridge: more is refused (OUT_OF_BUNDLES)
-# What may travel in a bundle: PACKET_OUT, FLOW_MOD, GROUP_MOD, PORT_MOD, TABLE_MOD, METER_MOD.
-BUNDLEABLE = frozenset({13, 14, 15, 16, 17, 29})
 SEED_TIMEOUT = 5.0  # seconds the bridge may take to list its groups and meters (idspaces.py)
 MAX_MAPPED_XIDS = 65536  # per bridge; relayed requests whose replies never come age out
 _U64 = struct.Struct("!Q")
@@ -147,11 +144,7 @@ class Northbound:
         self.floors: dict[Any, TableFloor] = {}  # by bridge session: who owns table 0's misses
         self.ids: dict[Any, BridgeIds] = {}  # by bridge session: group and meter ids
         self._seeding: dict[Any, _Seeding] = {}  # by bridge session: their listing, under way
-        # By bridge session: (controller, its bundle id) -> that bundle on the bridge; and the
-        # bundle control requests awaiting the bridge's reply, by bridge xid.
-        self._bundles: dict[Any, dict[tuple[str, int], _OpenBundle]] = {}
-        self._bundle_replies: dict[Any, OrderedDict[int, _BundleRequest]] = {}
-        self._next_bundle_id = 0
+        self.bundle_relay = BundleRelay(self)
         self._uses_hours = any(c.primacy is not None and c.primacy.hours for c in controllers)
         proxy.learned_origins = frozenset(self.tags)
         self.arbiter = Arbiter.from_config(controllers)
@@ -285,8 +278,7 @@ class Northbound:
         self.floors.pop(bridge.session, None)
         self.ids.pop(bridge.session, None)
         self._seeding.pop(bridge.session, None)
-        self._bundles.pop(bridge.session, None)
-        self._bundle_replies.pop(bridge.session, None)
+        self.bundle_relay.bridge_gone(bridge.session)
         for link in links.values():
             self._bridge_of.pop(link, None)
             asyncio.get_running_loop().create_task(link.stop())
@@ -395,7 +387,7 @@ class Northbound:
                 if self._stopping:
                     continue
                 self._retain_learned(bridge, link.name)
-                self._discard_bundles(bridge, link.name)
+                self.bundle_relay.controller_gone(bridge, link.name)
                 for resolution in self.resolver.forget_controller(link.name, time.monotonic(),
                                                                    self._local_time()):
                     self._apply(resolution)
@@ -494,8 +486,8 @@ class Northbound:
                 self._refuse_malformed(bridge, controller, message, str(exc))
                 return False
             if bundle is not None:
-                return self._relay_bundle(bridge, controller, message, bundle)
-        prepared = self._for_bridge(bridge, controller, message)
+                return self.bundle_relay.relay(bridge, controller, message, bundle)
+        prepared = self.for_bridge(bridge, controller, message)
         if prepared is None:
             return False
         to_send, put_back_table_miss = prepared
@@ -504,13 +496,13 @@ class Northbound:
             # A delete-all of groups or meters may become many deletes: only the last is mapped
             # (deleting what exists does not fail), so that they cannot crowd out the xids of
             # other requests.
-            xid = self._bridge_xid(bridge, controller, message.xid, mapped=i == len(to_send) - 1)
+            xid = self.bridge_xid(bridge, controller, message.xid, mapped=i == len(to_send) - 1)
             session.send(switch_side.rewrite_xid(one, xid))
         if put_back_table_miss:
-            self._put_back_table_miss(bridge, controller)
+            self.put_back_table_miss(bridge, controller)
         return True
 
-    def _put_back_table_miss(self, bridge: Bridge, controller: str) -> None:
+    def put_back_table_miss(self, bridge: Bridge, controller: str) -> None:
         session = bridge.session
         table_miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
         if table_miss:  # OpenFlow 1.0 sends misses without a flow: nothing to put back
@@ -519,7 +511,7 @@ class Northbound:
             log.info("%s: controller %s removed its catch-all from table 0; the proxy's "
                      "table-miss flow is back", bridge.label, controller)
 
-    def _bridge_xid(self, bridge: Bridge, controller: str, controller_xid: int,
+    def bridge_xid(self, bridge: Bridge, controller: str, controller_xid: int,
                     mapped: bool = True) -> int:
         """A fresh xid on the bridge session; mapped: its reply or error goes back to
         `controller` with `controller_xid`."""
@@ -532,7 +524,7 @@ class Northbound:
                 xids.popitem(last=False)
         return xid
 
-    def _for_bridge(self, bridge: Bridge, controller: str, message: Message,
+    def for_bridge(self, bridge: Bridge, controller: str, message: Message,
                     floor_mods: list[bytes] | None = None) -> tuple[list[bytes], bool] | None:
         """A controller's message as the bridge must get it (cookie tag, priority band, group
         and meter ids), and whether the proxy's table-miss flow must then be put back; None if
@@ -571,106 +563,20 @@ class Northbound:
             if floor_mods is not None:
                 floor_mods.append(raw)
             else:
-                put_back_table_miss = self._track_table_floor(bridge, controller, raw)
+                put_back_table_miss = self.track_table_floor(bridge, controller, raw)
         return to_send, put_back_table_miss
 
     def _scope_learns(self, controller: str, raw: bytes, actions_only: bool = False) -> bytes:
         return scope_learns(raw, self.tags[controller] << TAG_SHIFT, TAG_MASK,
                             self.bands[controller], actions_only)
 
-    def _relay_bundle(self, bridge: Bridge, controller: str, message: Message,
-                      bundle: bundles.Bundle) -> bool:
-        """A controller's bundle message: its bundle id mapped to one of the proxy's on the
-        bridge connection; an add's message treated as if it came alone, except that its effect
-        on table 0's floor waits for the commit."""
-        session = bridge.session
-        open_bundles = self._bundles.setdefault(session, {})
-        key = (controller, bundle.bundle_id)
-        state = open_bundles.get(key)
-        if state is None:  # an OPEN, or an add or control that opens it implicitly
-            if sum(1 for name, _ in open_bundles if name == controller) >= MAX_OPEN_BUNDLES:
-                self._refuse_bundle(bridge, controller, message, "too many open bundles",
-                                    bundles.OFPBFC_OUT_OF_BUNDLES)
-                return False
-            self._next_bundle_id = self._next_bundle_id % 0xFFFFFFFF + 1
-            state = open_bundles[key] = _OpenBundle(self._next_bundle_id)
-        if not bundle.add:
-            xid = self._bridge_xid(bridge, controller, message.xid)
-            replies = self._bundle_replies.setdefault(session, OrderedDict())
-            replies[xid] = _BundleRequest(key, bundle.control_type, state)
-            if len(replies) > MAX_MAPPED_XIDS:
-                replies.popitem(last=False)
-            if bundle.control_type in (bundles.OFPBCT_COMMIT_REQUEST,
-                                       bundles.OFPBCT_DISCARD_REQUEST):
-                del open_bundles[key]  # it ends here; a commit's reply still finds its state
-            session.send(switch_side.rewrite_xid(bundle.with_bundle_id(message.raw,
-                                                                       state.bridge_id), xid))
-            bridge.counters["bundle_controls"] += 1
-            return True
-        inner_raw = bundle.inner(message.raw)
-        if inner_raw[1] not in BUNDLEABLE:
-            # What the proxy would not relay alone (an experimenter message, a request it
-            # answers itself) it does not relay inside a bundle either.
-            self._refuse_bundle(bridge, controller, message,
-                                f"message type {inner_raw[1]} in a bundle",
-                                bundles.OFPBFC_MSG_UNSUP)
-            return False
-        inner = Message(inner_raw[0], inner_raw[1], message.xid, inner_raw)
-        prepared = self._for_bridge(bridge, controller, inner, floor_mods=state.floor_mods)
-        if prepared is None:
-            return False
-        to_send, _ = prepared
-        for i, one in enumerate(to_send):
-            xid = self._bridge_xid(bridge, controller, message.xid, mapped=i == len(to_send) - 1)
-            session.send(bundle.rewrap(message.raw, state.bridge_id, one, xid))
-        bridge.counters["bundle_adds"] += 1
-        return True
-
-    def _bundle_answered(self, bridge: Bridge, xid: int, raw: bytes | None) -> bytes | None:
-        """The bridge's reply (`raw`) or error (None) to a bundle control request: the reply
-        with the controller's bundle id; a committed bundle's flow-mods now count for table
-        0's floor; an open the bridge refused is forgotten."""
-        replies = self._bundle_replies.get(bridge.session)
-        request = replies.pop(xid, None) if replies is not None else None
-        if request is None:
-            return raw
-        controller = request.key[0]
-        if raw is None:
-            if request.control_type == bundles.OFPBCT_OPEN_REQUEST:
-                self._bundles.get(bridge.session, {}).pop(request.key, None)
-            return None
-        bundle = bundles.parse(raw)
-        if bundle is None:
-            return raw
-        if request.control_type == bundles.OFPBCT_COMMIT_REQUEST:
-            put_back = False
-            for flow_mod in request.state.floor_mods:
-                put_back = self._track_table_floor(bridge, controller, flow_mod) or put_back
-            if put_back:
-                self._put_back_table_miss(bridge, controller)
-        return bundle.with_bundle_id(raw, request.key[1])
-
-    def _refuse_bundle(self, bridge: Bridge, controller: str, message: Message, reason: str,
-                       code: int) -> None:
-        bridge.counters[f"bundles_refused:{controller}"] += 1
-        log.warning("%s: controller %s: bundle message (xid %d) refused: %s", bridge.label,
-                    controller, message.xid, reason)
+    def refuse(self, bridge: Bridge, controller: str, message: Message, err_type: int,
+               code: int) -> None:
+        """Answer a controller's message with an OpenFlow error, in its version and xid."""
         link = self.links.get(bridge.session, {}).get(controller)
         if link is not None:
-            # 1.4+ has bundle errors; ONF's 1.3 extension puts them under experimenter errors,
-            # which os-ken apps do not decode: 1.3 gets BAD_REQUEST/BAD_TYPE.
-            err_type, err_code = ((bundles.OFPET_BUNDLE_FAILED, code) if message.version >= 0x05
-                                  else (OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE))
-            self._to_controller(link, error(message.version, message.xid, err_type, err_code,
+            self._to_controller(link, error(message.version, message.xid, err_type, code,
                                             message.raw))
-
-    def _discard_bundles(self, bridge: Bridge, controller: str) -> None:
-        """A controller went away: the bundles it left open on the bridge are discarded."""
-        open_bundles = self._bundles.get(bridge.session, {})
-        session = bridge.session
-        for key in [k for k in open_bundles if k[0] == controller]:
-            session.send(bundles.discard(bridge.version, open_bundles.pop(key).bridge_id,
-                                         session.next_xid()))
 
     def _refuse_malformed(self, bridge: Bridge, controller: str, message: Message,
                           reason: str) -> None:
@@ -697,7 +603,7 @@ class Northbound:
             self._to_controller(link, error(version, message.xid, refused.err_type, refused.code,
                                             message.raw))
 
-    def _track_table_floor(self, bridge: Bridge, controller: str, raw: bytes) -> bool:
+    def track_table_floor(self, bridge: Bridge, controller: str, raw: bytes) -> bool:
         """Follow who owns table 0's misses (see bands.py); True when the proxy's table-miss
         flow must be put back after this FLOW_MOD."""
         floor = self.floors.get(bridge.session)
@@ -856,12 +762,12 @@ class Northbound:
             ids = self.ids.get(bridge.session)
             if ids is not None:
                 raw = ids.up(controller, raw)
-            raw = self._bundle_answered(bridge, message.xid, raw) or raw
+            raw = self.bundle_relay.answered(bridge, message.xid, raw) or raw
             for reply in self._translate_up(bridge, link, raw, controller_xid):
                 self._to_controller(link, switch_side.rewrite_xid(reply, controller_xid))
 
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
-        self._bundle_answered(bridge, event.xid, None)
+        self.bundle_relay.answered(bridge, event.xid, None)
         seeding = self._seeding.get(bridge.session)
         if seeding is not None and event.xid in seeding.pending:
             # e.g. a bridge without meters: nothing of that kind to list
@@ -1019,22 +925,6 @@ class LatencyHistogram:
     def observe(self, seconds: float) -> None:
         self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
-
-
-@dataclass(slots=True)
-class _OpenBundle:
-    """A controller's bundle on the bridge: the proxy's id for it, and the FLOW_MODs whose
-    effect on table 0's floor waits for its commit."""
-
-    bridge_id: int
-    floor_mods: list[bytes] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _BundleRequest:
-    key: tuple[str, int]  # (controller, its bundle id)
-    control_type: int
-    state: _OpenBundle
 
 
 @dataclass(slots=True)

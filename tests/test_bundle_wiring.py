@@ -8,8 +8,9 @@ import struct
 from os_ken.ofproto import ofproto_v1_3 as o13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 
+from ovs_sriov_proxy.bundle_relay import MAX_OPEN_BUNDLES
 from ovs_sriov_proxy.config import ControllerConfig
-from ovs_sriov_proxy.northbound import MAX_OPEN_BUNDLES, Northbound
+from ovs_sriov_proxy.northbound import Northbound
 from ovs_sriov_proxy.openflow import actions, bundles
 from ovs_sriov_proxy.openflow.framing import OFP13, hello
 from ovs_sriov_proxy.proxy import Proxy
@@ -97,7 +98,7 @@ def test_a_controller_cannot_open_bundles_without_end() -> None:
     [opened] = bridge_out(session)
     error = struct.pack("!BBHIHH", 4, 1, 12, opened.xid, 1, 1)
     proxy.handle_events(session, session.receive_data(error, 1))
-    assert ("b", 1) not in northbound._bundles[session]
+    assert ("b", 1) not in northbound.bundle_relay.open[session]
 
 
 def test_a_catch_all_deleted_in_a_bundle_counts_when_the_bundle_commits() -> None:
