@@ -48,6 +48,7 @@ from .bands import (
 )
 from .bundle_relay import BundleRelay
 from .config import RETAIN_DROP, RETAIN_KEEP, ControllerConfig, TlsConfig
+from .id_listing import IdListing
 from .idspaces import BridgeIds, IdRefused
 from .openflow import bundles, codec, flows, switch_side, translate, wellformed
 from .openflow.framing import (
@@ -91,7 +92,7 @@ _MAY_LEARN = frozenset({13, 14, 15})  # PACKET_OUT, FLOW_MOD, GROUP_MOD (1.0: PO
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
 OFPFC_ADD = 0
 RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
-SEED_TIMEOUT = 5.0  # seconds the bridge may take to list its groups and meters (idspaces.py)
+LISTING_TIMEOUT = 5.0  # seconds the bridge may take to list its groups and meters
 MAX_MAPPED_XIDS = 65536  # per bridge; relayed requests whose replies never come age out
 _U64 = struct.Struct("!Q")
 _U32 = struct.Struct("!I")
@@ -143,7 +144,7 @@ class Northbound:
         self.bands = assign_bands([self.controllers[i].name for i in ranked], priority_bands)
         self.floors: dict[Any, TableFloor] = {}  # by bridge session: who owns table 0's misses
         self.ids: dict[Any, BridgeIds] = {}  # by bridge session: group and meter ids
-        self._seeding: dict[Any, _Seeding] = {}  # by bridge session: their listing, under way
+        self._listings: dict[Any, IdListing] = {}  # by bridge session: under way (id_listing.py)
         self.bundle_relay = BundleRelay(self)
         self._uses_hours = any(c.primacy is not None and c.primacy.hours for c in controllers)
         proxy.learned_origins = frozenset(self.tags)
@@ -198,7 +199,7 @@ class Northbound:
             links[controller.name] = link
             self._bridge_of[link] = bridge
         if ids.shared and bridge.version != OFP10:
-            self._start_seeding(bridge)  # the links start when the bridge has listed its ids
+            self._start_listing(bridge)  # the links start when the bridge has listed its ids
         else:
             self._start_links(bridge)
 
@@ -213,56 +214,34 @@ class Northbound:
                 continue
             loop.call_later(RETAIN_GRACE, self._retain_if_unreachable, bridge, name)
 
-    def _start_seeding(self, bridge: Bridge) -> None:
-        """Ask the bridge for its groups, meters and meter limit before any controller connects:
-        the ids a controller already owns there (a restarted proxy) must be known before its
-        first delete-all, and the meter slices depend on the limit."""
+    def _start_listing(self, bridge: Bridge) -> None:
+        """Ask the bridge for its groups, meters and meter limit before any controller connects
+        (id_listing.py)."""
         session = bridge.session
-        seeding = self._seeding[session] = _Seeding()
-        for kind, request in seeding_requests(bridge.version).items():
-            xid = session.next_xid()
-            seeding.pending[xid] = kind
-            session.send(codec.serialize(request, xid))
+        listing = self._listings[session] = IdListing(bridge.version, session.next_xid)
+        for request in listing.requests():
+            session.send(request)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # driven without a loop (the sans-IO tests): they answer or not
             return
-        loop.call_later(SEED_TIMEOUT, self._seeded, bridge, "the bridge did not list them in time")
+        loop.call_later(LISTING_TIMEOUT, self._listed, bridge,
+                        "the bridge did not list them in time")
 
-    def _seed_reply(self, bridge: Bridge, seeding: _Seeding, message: Message) -> None:
-        kind = seeding.pending[message.xid]
-        raw = message.raw
-        if kind == OFPMP_METER_FEATURES:
-            if len(raw) >= 20:
-                seeding.max_meter = _U32.unpack_from(raw, 16)[0]
-        elif message.type == OFPT13_MULTIPART_REPLY:
-            found = seeding.groups if kind == OFPMP_GROUP_DESC else seeding.meters
-            at = 16
-            while at + 8 <= len(raw):
-                (length,) = struct.unpack_from("!H", raw, at)
-                if length < 8 or at + length > len(raw):
-                    break
-                found.append(_U32.unpack_from(raw, at + 4)[0])
-                at += length
-        if message.type != OFPT13_MULTIPART_REPLY or not raw[11] & 1:  # the last part
-            del seeding.pending[message.xid]
-        if not seeding.pending:
-            self._seeded(bridge, None)
-
-    def _seeded(self, bridge: Bridge, problem: str | None) -> None:
-        seeding = self._seeding.pop(bridge.session, None)
+    def _listed(self, bridge: Bridge, problem: str | None) -> None:
+        listing = self._listings.pop(bridge.session, None)
         ids = self.ids.get(bridge.session)
-        if seeding is None or ids is None:
+        if listing is None or ids is None:
             return  # done already, or the bridge went away
-        ids.set_max_meter(seeding.max_meter)
-        ids.seed(seeding.groups, seeding.meters)
+        ids.set_max_meter(listing.max_meter)
+        ids.seed(listing.groups, listing.meters)
         if problem is not None:
             log.warning("%s: listing groups and meters failed (%s); controllers connect anyway, "
                         "and a delete-all of theirs reaches only what they add from now on",
                         bridge.label, problem)
         log.info("%s: %d groups and %d meters on the bridge, meter limit %d, split between "
-                 "%d controllers", bridge.label, len(seeding.groups), len(seeding.meters),
-                 seeding.max_meter, len(ids.names))
+                 "%d controllers", bridge.label, len(listing.groups), len(listing.meters),
+                 listing.max_meter, len(ids.names))
         self._start_links(bridge)
 
     def _retain_if_unreachable(self, bridge: Bridge, controller: str) -> None:
@@ -277,7 +256,7 @@ class Northbound:
         self._xids.pop(bridge.session, None)
         self.floors.pop(bridge.session, None)
         self.ids.pop(bridge.session, None)
-        self._seeding.pop(bridge.session, None)
+        self._listings.pop(bridge.session, None)
         self.bundle_relay.bridge_gone(bridge.session)
         for link in links.values():
             self._bridge_of.pop(link, None)
@@ -743,9 +722,10 @@ class Northbound:
 
     def bridge_message(self, bridge: Bridge, message: Message) -> None:
         """A reply from the bridge: back to the controller whose request it answers."""
-        seeding = self._seeding.get(bridge.session)
-        if seeding is not None and message.xid in seeding.pending:
-            self._seed_reply(bridge, seeding, message)
+        listing = self._listings.get(bridge.session)
+        if listing is not None and listing.expects(message.xid):
+            if listing.reply(message):
+                self._listed(bridge, None)
             return
         xids = self._xids.get(bridge.session)
         entry = xids.get(message.xid) if xids is not None else None
@@ -768,12 +748,10 @@ class Northbound:
 
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
         self.bundle_relay.answered(bridge, event.xid, None)
-        seeding = self._seeding.get(bridge.session)
-        if seeding is not None and event.xid in seeding.pending:
-            # e.g. a bridge without meters: nothing of that kind to list
-            del seeding.pending[event.xid]
-            if not seeding.pending:
-                self._seeded(bridge, None)
+        listing = self._listings.get(bridge.session)
+        if listing is not None and listing.expects(event.xid):
+            if listing.error(event.xid):
+                self._listed(bridge, None)
             return
         xids = self._xids.get(bridge.session)
         entry = xids.pop(event.xid, None) if xids is not None else None
@@ -927,29 +905,6 @@ class LatencyHistogram:
         self.total += seconds
 
 
-@dataclass(slots=True)
-class _Seeding:
-    """A bridge's groups, meters and meter limit being listed (see _start_seeding)."""
-
-    pending: dict[int, int] = field(default_factory=dict)  # request xid -> multipart type
-    groups: list[int] = field(default_factory=list)
-    meters: list[int] = field(default_factory=list)
-    max_meter: int = 0
-
-
-def seeding_requests(version: int) -> dict[int, Any]:
-    """The requests that list a bridge's groups, meters and meter limit (os-ken messages)."""
-    parser, dp = codec.parser(version), codec.datapath(version)
-    if version >= 0x06:  # 1.5 names one group or OFPG_ALL, and calls meter config "desc"
-        group_desc = parser.OFPGroupDescStatsRequest(dp, 0, 0xFFFFFFFC)
-        meters = parser.OFPMeterDescStatsRequest(dp, 0, 0xFFFFFFFF)
-    else:
-        group_desc = parser.OFPGroupDescStatsRequest(dp, 0)
-        meters = parser.OFPMeterConfigStatsRequest(dp, 0, 0xFFFFFFFF)
-    return {OFPMP_GROUP_DESC: group_desc, OFPMP_METER_CONFIG: meters,
-            OFPMP_METER_FEATURES: parser.OFPMeterFeaturesStatsRequest(dp, 0)}
-
-
 def offered_versions(controller: ControllerConfig, bridge_version: int) -> frozenset[int]:
     """The versions offered to a controller for a bridge: those it is configured for that equal
     the bridge's or translate to it (1.0 <-> 1.3)."""
@@ -965,7 +920,6 @@ def _flow_mod_buffer_id(message: Message) -> int:
     return int(buffer_id)
 
 
-OFPMP_GROUP_DESC, OFPMP_METER_CONFIG, OFPMP_METER_FEATURES = 7, 10, 11
 OFPT10_PORT_MOD, OFPT13_PORT_MOD = 15, 16
 OFPPC_NO_PACKET_IN = 1 << 6  # the same bit in 1.0 and 1.3+
 OFPST_FLOW = 1  # flow statistics: OFPST_FLOW in 1.0, OFPMP_FLOW in 1.3+

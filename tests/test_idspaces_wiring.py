@@ -169,12 +169,12 @@ def test_a_delete_all_of_many_groups_maps_only_its_last_delete() -> None:
 
 
 def test_the_listing_requests_are_those_of_each_version() -> None:
-    from ovs_sriov_proxy.northbound import seeding_requests
+    from ovs_sriov_proxy.id_listing import listing_requests
     from ovs_sriov_proxy.openflow import codec
 
     for version in (0x04, 0x05, 0x06):
         kinds = {kind: struct.unpack_from("!H", codec.serialize(request, 1), 8)[0]
-                 for kind, request in seeding_requests(version).items()}
+                 for kind, request in listing_requests(version).items()}
         assert kinds == {7: 7, 10: 10, 11: 11}
 
 
