@@ -156,9 +156,9 @@ def test_experimenter_messages_that_would_act_on_the_proxys_own_connection_are_r
         session = ready(version)
         refused = [
             nicira(version, 0x21, 16, struct.pack("!I", 1)),  # SET_PACKET_IN_FORMAT nxt_packet_in
-            nicira(version, 0x22, 20, struct.pack("!6xH", 9)),  # SET_CONTROLLER_ID
+            nicira(version, 0x22, 13, bytes(32)),  # FLOW_MOD
             nicira(version, 0x23, 15, struct.pack("!B7x", 1)),  # FLOW_MOD_TABLE_ID
-            nicira(version, 0x24, 19, bytes(24)),  # SET_ASYNC_CONFIG
+            nicira(version, 0x24, 27, bytes(8)),  # SET_ASYNC_CONFIG2
         ]
         for raw in refused:
             assert session.receive_data(raw, 1) == []
@@ -172,3 +172,40 @@ def test_experimenter_messages_that_would_act_on_the_proxys_own_connection_are_r
         for raw in (flush, bundle_open):
             (relay,) = session.receive_data(raw, 1)
             assert isinstance(relay, Relay) and relay.message.raw == raw
+
+
+
+def test_nicira_role_and_async_config_are_this_controllers_own() -> None:
+    """A 1.0 controller's only way to roles and async masks: answered by the proxy for it
+    alone, never relayed (they would act on the proxy's own connection to the bridge)."""
+    def nicira(version: int, xid: int, subtype: int, body: bytes) -> bytes:
+        return struct.pack("!BBHIII", version, 4, 16 + len(body), xid, 0x2320, subtype) + body
+
+    for version in (OFP10, OFP13):
+        session = ready(version)
+        assert session.receive_data(nicira(version, 0x31, 10, struct.pack("!I", 2)), 1) == []
+        (reply,) = replies(session)
+        assert struct.unpack("!BBHIIII", reply.raw) == (version, 4, 20, 0x31, 0x2320, 11, 2)
+        assert session.settings.role == OFPCR_ROLE_SLAVE and not session.may_answer()
+        packet_out = (wire(p10.OFPPacketOut(DP10, 0xFFFFFFFF, 1, [p10.OFPActionOutput(2)],
+                                            FRAME), 0x32) if version == OFP10 else
+                      wire(p13.OFPPacketOut(DP13, 0xFFFFFFFF, 1, [p13.OFPActionOutput(2)],
+                                            FRAME), 0x32))
+        assert session.receive_data(packet_out, 1) == []
+        (refusal,) = replies(session)
+        code = 5 if version == OFP10 else 10  # 1.0's EPERM, 1.3's IS_SLAVE
+        assert struct.unpack_from("!HH", refusal.raw, 8) == (1, code)
+        stats = (wire(p10.OFPFlowStatsRequest(DP10, 0, p10.OFPMatch(), 0xFF, 0xFFFF), 0x36)
+                 if version == OFP10 else wire(p13.OFPFlowStatsRequest(DP13), 0x36))
+        (relay,) = session.receive_data(stats, 1)  # a slave still reads
+        assert isinstance(relay, Relay)
+        session.receive_data(nicira(version, 0x33, 10, struct.pack("!I", 0)), 1)  # OTHER
+        replies(session)
+        assert session.may_answer()
+        # async config: no packet-ins at all for this controller, as a master
+        session.receive_data(nicira(version, 0x34, 19, struct.pack("!6I", 0, 0, 7, 7, 15, 0)), 1)
+        assert replies(session) == []
+        assert not session.send_packet_in(buffer_id=1, total_len=200, in_port=1, reason=0,
+                                          data=FRAME)
+        assert session.receive_data(nicira(version, 0x35, 20, struct.pack("!6xH", 9)), 1) == []
+        assert replies(session) == []  # the controller id: accepted, nothing to say

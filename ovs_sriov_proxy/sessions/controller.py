@@ -24,6 +24,7 @@ from ..openflow import switch_side
 from ..openflow.framing import (
     OFP10,
     OFP13,
+    OFPBRC_BAD_LEN,
     OFPBRC_BAD_TYPE,
     OFPET_BAD_REQUEST,
     OFPT_ECHO_REPLY,
@@ -110,26 +111,33 @@ _RELAYED = frozenset({4, 13, 14, 15, 16, 17, 18, 20, 29})
 OFPT_EXPERIMENTER = 4
 OFPBRC_BAD_EXP_TYPE = 4  # 1.0 calls it OFPBRC_BAD_SUBTYPE; same code
 OFPBRC_IS_SLAVE = 10
+OFPBRC10_EPERM = 5
+_DENIED_TO_SLAVES_10 = frozenset({13, 14, 15})  # PACKET_OUT, FLOW_MOD, PORT_MOD
 # What a controller in the slave role may not send (1.2+): packets and state changes. PACKET_OUT,
 # FLOW_MOD, GROUP_MOD, PORT_MOD, TABLE_MOD, METER_MOD, BUNDLE_CONTROL, BUNDLE_ADD_MESSAGE.
 _DENIED_TO_SLAVES = frozenset({13, 14, 15, 16, 17, 29, 33, 34})
 ONF_EXPERIMENTER, ONF_BUNDLE_TYPES = 0x4F4E4600, frozenset({2300, 2301})
 _RELAYED_14 = _RELAYED | {33, 34}  # + BUNDLE_CONTROL, BUNDLE_ADD_MESSAGE (northbound unwraps)
-# Experimenter messages that are refused, not relayed: they would change the proxy's own
-# connection to the bridge (its role, async config, packet-in and flow formats, controller id),
-# or install flows past cookie tags, priority bands and id slices (Nicira flow-mods). Standard
-# equivalents are handled per controller. (Bundles, ONF's for 1.3 too, are relayed: the
-# northbound treats each message in them as if it came alone.)
+# Nicira's role and async config, answered per controller like their standard equivalents (a
+# 1.0 controller has no other), and its controller id, accepted and kept to itself: relayed,
+# they would act on the proxy's own connection to the bridge.
 NX_VENDOR = 0x00002320
+NXT_ROLE_REQUEST, NXT_ROLE_REPLY, NXT_SET_ASYNC_CONFIG, NXT_SET_CONTROLLER_ID = 10, 11, 19, 20
+_NX_ANSWERED = frozenset({NXT_ROLE_REQUEST, NXT_SET_ASYNC_CONFIG, NXT_SET_CONTROLLER_ID})
+NX_ROLE_TO_OFP = {0: OFPCR_ROLE_EQUAL, 1: OFPCR_ROLE_MASTER, 2: OFPCR_ROLE_SLAVE}  # OTHER...
+OFP_ROLE_TO_NX = {role: nx for nx, role in NX_ROLE_TO_OFP.items()}
+_NX_ASYNC = struct.Struct("!6I")  # packet_in, port_status, flow_removed: [master, slave] each
+# Experimenter messages that are refused, not relayed: they would change the proxy's own
+# connection to the bridge (packet-in and flow formats, the property form of async config), or
+# install flows past cookie tags, priority bands and id slices (Nicira flow-mods). (Bundles,
+# ONF's for 1.3 too, are relayed: the northbound treats each message in them as if it came
+# alone.)
 _REFUSED_EXPERIMENTER = {
     NX_VENDOR: frozenset({
-        10,  # NXT_ROLE_REQUEST
         12,  # NXT_SET_FLOW_FORMAT
         13,  # NXT_FLOW_MOD
         15,  # NXT_FLOW_MOD_TABLE_ID
         16,  # NXT_SET_PACKET_IN_FORMAT
-        19,  # NXT_SET_ASYNC_CONFIG
-        20,  # NXT_SET_CONTROLLER_ID
         27,  # NXT_SET_ASYNC_CONFIG2
         28,  # NXT_RESUME: of a continuation the proxy never passed on
     }),
@@ -301,9 +309,12 @@ class ControllerSession:
             raise RemoteProtocolError(f"message version 0x{message.version:02x} differs from the "
                                       f"negotiated 0x{self.version:02x}")
         version, msg_type, xid = self.version, message.type, message.xid
-        if self.settings.role == OFPCR_ROLE_SLAVE and _denied_to_slaves(msg_type, message.raw):
-            # As a switch would: a slave may read, not send packets or change state.
-            return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE)
+        if (self.settings.role == OFPCR_ROLE_SLAVE
+                and _denied_to_slaves(version, msg_type, message.raw)):
+            # As a switch would: a slave may read, not send packets or change state. (1.0 has
+            # no IS_SLAVE code: its permissions error.)
+            return self._refuse(message, OFPET_BAD_REQUEST,
+                                OFPBRC10_EPERM if version == OFP10 else OFPBRC_IS_SLAVE)
         if msg_type == OFPT_PACKET_OUT:  # first: the answer to nearly every miss
             return [Relay(message, switch_side.decode_packet_out(version, message.raw))]
         if msg_type == OFPT_ECHO_REQUEST:
@@ -333,6 +344,8 @@ class ControllerSession:
             self._outbox.append(simple_message(version, OFPT_GET_ASYNC_REPLY, xid, _ASYNC13.pack(
                 masks[PACKET_IN_MASTER], masks[PACKET_IN_SLAVE], masks[PORT_STATUS_MASTER],
                 masks[PORT_STATUS_SLAVE], masks[FLOW_REMOVED_MASTER], masks[FLOW_REMOVED_SLAVE])))
+        elif msg_type == OFPT_EXPERIMENTER and _nicira_subtype(message.raw) in _NX_ANSWERED:
+            return self._nicira(message)
         elif msg_type == OFPT_EXPERIMENTER and _refused_experimenter(message.raw):
             return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_EXP_TYPE)
         elif msg_type in (_RELAYED_10 if version == OFP10 else
@@ -340,6 +353,28 @@ class ControllerSession:
             return [Relay(message)]
         else:
             return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE)
+        return []
+
+    def _nicira(self, message: Message) -> list[Event]:
+        """Nicira's role request, async config and controller id, for this controller only."""
+        raw, settings = message.raw, self.settings
+        subtype = _nicira_subtype(raw)
+        if subtype == NXT_SET_CONTROLLER_ID:
+            return []  # the proxy routes packet-ins itself (cookie tags): nothing to apply
+        if subtype == NXT_ROLE_REQUEST:
+            if len(raw) != 20 or struct.unpack_from("!I", raw, 16)[0] not in NX_ROLE_TO_OFP:
+                return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_LEN)
+            settings.role = NX_ROLE_TO_OFP[struct.unpack_from("!I", raw, 16)[0]]
+            self._outbox.append(struct.pack("!BBHIIII", self.version, OFPT_EXPERIMENTER, 20,
+                                            message.xid, NX_VENDOR, NXT_ROLE_REPLY,
+                                            OFP_ROLE_TO_NX[settings.role]))
+            return []
+        if len(raw) != 16 + _NX_ASYNC.size:  # NXT_SET_ASYNC_CONFIG
+            return self._refuse(message, OFPET_BAD_REQUEST, OFPBRC_BAD_LEN)
+        pin_m, pin_s, ps_m, ps_s, fr_m, fr_s = _NX_ASYNC.unpack_from(raw, 16)
+        settings.async_masks.update({
+            PACKET_IN_MASTER: pin_m, PACKET_IN_SLAVE: pin_s, PORT_STATUS_MASTER: ps_m,
+            PORT_STATUS_SLAVE: ps_s, FLOW_REMOVED_MASTER: fr_m, FLOW_REMOVED_SLAVE: fr_s})
         return []
 
     def _role_request(self, message: Message) -> list[Event]:
@@ -358,6 +393,12 @@ class ControllerSession:
         return []
 
 
+def _nicira_subtype(raw: bytes) -> int | None:
+    if len(raw) < 16 or struct.unpack_from("!I", raw, 8)[0] != NX_VENDOR:
+        return None
+    return int(struct.unpack_from("!I", raw, 12)[0])
+
+
 def _refused_experimenter(raw: bytes) -> bool:
     """An experimenter (1.0: vendor) message the proxy must not relay (_REFUSED_EXPERIMENTER)."""
     if len(raw) < 16:
@@ -366,8 +407,8 @@ def _refused_experimenter(raw: bytes) -> bool:
     return subtype in _REFUSED_EXPERIMENTER.get(experimenter, ())
 
 
-def _denied_to_slaves(msg_type: int, raw: bytes) -> bool:
-    if msg_type in _DENIED_TO_SLAVES:
+def _denied_to_slaves(version: int, msg_type: int, raw: bytes) -> bool:
+    if msg_type in (_DENIED_TO_SLAVES_10 if version == OFP10 else _DENIED_TO_SLAVES):
         return True
     if msg_type != OFPT_EXPERIMENTER or len(raw) < 16:
         return False
