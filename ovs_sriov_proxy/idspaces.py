@@ -17,10 +17,8 @@ controller made before). A controller's delete-all then becomes one delete per i
 Stats replies show a controller only its own groups and meters, with its own ids; its flows'
 group and meter references are mapped both ways. Special ids (OFPG_ANY/ALL, OFPM_ALL) pass
 unchanged in filters and flows; the reserved meters (OFPM_CONTROLLER/SLOWPATH), one per bridge,
-cannot be changed by one of several controllers. OpenFlow 1.0 has neither groups nor meters.
-The 1.5 GROUP_MOD layout (bucket properties) is not remapped, so with several controllers a 1.5
-GROUP_MOD is refused; 1.5 group descriptions are filtered, their buckets left as they are
-(documented in docs/architecture.md).
+cannot be changed by one of several controllers. OpenFlow 1.0 has neither groups nor meters;
+1.5's group layouts (bucket ids, watch_group as a bucket property) are mapped like 1.3's.
 
 Pure logic on raw message bytes, which the caller has already checked well-formed
 (openflow/wellformed.py); no I/O.
@@ -182,18 +180,23 @@ class BridgeIds:
         return [raw]
 
     def _group_mod(self, ids: ControllerIds, raw: bytes) -> list[bytes]:
-        if raw[0] >= OFP15:
-            raise IdRefused(OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE, "OpenFlow 1.5 group-mods are not "
-                            "remapped between several controllers")
         (command,) = _U16.unpack_from(raw, 8)
         (group,) = _U32.unpack_from(raw, 12)
+        head = 24 if raw[0] >= OFP15 else 16  # 1.5: bucket_array_len, command_bucket_id
         if command == OFPGC_DELETE and group == OFPG_ALL:
             owned, ids.owned_groups = sorted(ids.owned_groups), set()
-            return [_with_u32(raw[:16], 12, g, length=16) for g in owned]
+            one = bytearray(raw[:head])
+            if raw[0] >= OFP15:
+                _U16.pack_into(one, 16, 0)  # no buckets
+            return [_with_u32(bytes(one), 12, g, length=head) for g in owned]
         out = bytearray(raw)
         mapper = _down_mapper(ids, raw[0], group_mod=True)
         _U32.pack_into(out, 12, mapper.group(group))
-        _map_buckets13(out, 16, len(out), mapper)
+        if raw[0] >= OFP15:
+            (buckets_len,) = _U16.unpack_from(out, 16)
+            _map_buckets15(out, 24, min(24 + buckets_len, len(out)), mapper)
+        else:
+            _map_buckets13(out, 16, len(out), mapper)
         (bridge_group,) = _U32.unpack_from(out, 12)
         if command in (OFPGC_ADD, OFPGC_ADD_OR_MOD):
             ids.owned_groups.add(bridge_group)
@@ -274,7 +277,10 @@ class BridgeIds:
             def keep(out: bytearray, at: int, end: int) -> bool:
                 if not _unmap_u32(out, at + 4, ids.groups):
                     return False
-                if out[0] < OFP15:  # (1.5 buckets are not remapped: see the module docstring)
+                if out[0] >= OFP15:  # length, type, pad, group_id, bucket_array_len, pad6
+                    (buckets_len,) = _U16.unpack_from(out, at + 8)
+                    _map_buckets15(out, at + 16, min(at + 16 + buckets_len, end), mapper)
+                else:
                     _map_buckets13(out, at + 8, end, mapper)
                 return True
         elif kind == OFPMP_METER:
@@ -410,6 +416,13 @@ def _map_buckets13(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
     def watch_group(buf: bytearray, bucket_at: int) -> None:
         _remap_u32(buf, bucket_at + 8, mapper.group)
     actions.walk_buckets(buf, at, end, _action_visitor(mapper), watch_group)
+
+
+def _map_buckets15(buf: bytearray, at: int, end: int, mapper: _Mapper) -> None:
+    """OpenFlow 1.5 buckets, each one's watch_group property too."""
+    def watch_group(buf: bytearray, value_at: int) -> None:
+        _remap_u32(buf, value_at, mapper.group)
+    actions.walk_buckets15(buf, at, end, _action_visitor(mapper), watch_group)
 
 
 def _map_out_group(buf: bytearray, at: int, mapper: _Mapper) -> None:

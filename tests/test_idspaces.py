@@ -318,17 +318,38 @@ def test_the_constants_are_openflows() -> None:
         assert getattr(idspaces, name) == getattr(of13, name), name
 
 
-def test_on_15_the_meter_action_is_mapped_and_group_mods_are_refused() -> None:
+def test_on_15_the_meter_action_group_mods_and_group_descriptions_are_mapped() -> None:
+    from os_ken.ofproto import ofproto_v1_5 as of15
+    from os_ken.ofproto import ofproto_v1_5_parser as p15
+
+    dp15 = ofproto_protocol.ProtocolDesc(0x06)
     ids = two()
+    low = group_slices(2)[1].low
     meter_action = struct.pack("!HHI", 29, 8, 2)  # OFPAT_METER, new in 1.5
     assert u32(ids.map_actions(B, 6, meter_action), 4) == 502
     assert ids.map_actions(B, 4, meter_action) == meter_action  # no such action before 1.5
-    # command ADD, type ALL, group 1, no buckets, command_bucket_id ALL
-    group_mod_15 = struct.pack("!BBHIHBxIH2xI", 6, 15, 24, 1, 0, 0, 1, 0, 0xFFFFFFFF)
-    with pytest.raises(IdRefused) as refused:
-        ids.down(A, group_mod_15)
-    assert (refused.value.err_type, refused.value.code) == (of13.OFPET_BAD_REQUEST,
-                                                            of13.OFPBRC_BAD_TYPE)
+    bucket = p15.OFPBucket(bucket_id=1, actions=[p15.OFPActionGroup(5), p15.OFPActionOutput(1)],
+                           properties=[p15.OFPGroupBucketPropWatch(
+                               type_=of15.OFPGBPT_WATCH_GROUP, watch=7)])
+    add = raw(p15.OFPGroupMod(dp15, command=of15.OFPGC_ADD, type_=of15.OFPGT_FF, group_id=3,
+                              buckets=[bucket]))
+    [mapped] = ids.down(B, add)  # (os-ken cannot decode a 1.5 GROUP_MOD: the bytes are read)
+    assert u32(mapped, 12) == low + 3
+    assert u32(mapped, 24 + 8 + 4) == low + 5  # the bucket's group action
+    assert u32(mapped, len(mapped) - 4) == low + 7  # its watch_group property
+    assert len(mapped) == len(add)
+    delete_all = raw(p15.OFPGroupMod(dp15, command=of15.OFPGC_DELETE, group_id=of15.OFPG_ALL))
+    [delete] = ids.down(B, delete_all)
+    assert (len(delete), u32(delete, 12), struct.unpack_from("!H", delete, 2)[0]) == (
+        24, low + 3, 24)
+    # a 1.5 group description (length, type, pad, group_id, bucket_array_len, pad6, buckets)
+    buckets = mapped[24:]
+    entry = struct.pack("!HBxIH6x", 16 + len(buckets), of15.OFPGT_FF, low + 3,
+                        len(buckets)) + buckets
+    reply = struct.pack("!BBHIHH4x", 6, 19, 16 + len(entry), 7, of15.OFPMP_GROUP_DESC, 0) + entry
+    shown = ids.up(B, reply)
+    assert u32(shown, 16 + 4) == 3
+    assert u32(shown, 32 + 8 + 4) == 5 and u32(shown, len(shown) - 4) == 7
 
 
 @given(st.sampled_from([13, 14, 15, 18, 19, 29]), st.integers(0, 11), st.binary(max_size=120))

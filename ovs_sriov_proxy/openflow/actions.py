@@ -81,8 +81,31 @@ def walk_buckets(buf: bytearray, at: int, end: int, visit: Visitor,
         at += length
 
 
+OFPGBPT15_WATCH_GROUP = 2  # a 1.5 bucket property: the group whose liveness it watches
+
+
+def walk_buckets15(buf: bytearray, at: int, end: int, visit: Visitor,
+                   visit_watch_group: Callable[[bytearray, int], None] | None = None) -> None:
+    """1.5 buckets: length, action_array_len, bucket_id, actions, properties (the watch_group
+    property's value is passed to `visit_watch_group` by offset)."""
+    while at + 8 <= end:
+        length, actions_len = _TL.unpack_from(buf, at)
+        if length < 8 or at + length > end or 8 + actions_len > length:
+            return
+        walk_actions(buf, at + 8, at + 8 + actions_len, visit)
+        prop = at + 8 + actions_len
+        while visit_watch_group is not None and prop + 8 <= at + length:
+            kind, prop_len = _TL.unpack_from(buf, prop)
+            if prop_len < 4 or prop + prop_len > at + length:
+                break
+            if kind == OFPGBPT15_WATCH_GROUP and prop_len >= 8:
+                visit_watch_group(buf, prop + 4)
+            prop += (prop_len + 7) // 8 * 8
+        at += length
+
+
 def walk_message(buf: bytearray, visit: Visitor) -> None:
-    """Every action of a FLOW_MOD, PACKET_OUT or (before 1.5) GROUP_MOD; others have none."""
+    """Every action of a FLOW_MOD, PACKET_OUT or GROUP_MOD; other messages have none."""
     if len(buf) < 8:
         return
     version, msg_type = buf[0], buf[1]
@@ -105,3 +128,6 @@ def walk_message(buf: bytearray, visit: Visitor) -> None:
         walk_actions(buf, at, min(at + actions_len, len(buf)), visit)
     elif msg_type == OFPT_GROUP_MOD and version < OFP15:
         walk_buckets(buf, 16, len(buf), visit)
+    elif msg_type == OFPT_GROUP_MOD and len(buf) >= 24:
+        (buckets_len,) = _U16.unpack_from(buf, 16)
+        walk_buckets15(buf, 24, min(24 + buckets_len, len(buf)), visit)
