@@ -9,17 +9,12 @@ from os_ken.ofproto import ofproto_v1_3 as o13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 
 from ovs_sriov_proxy.bundle_relay import MAX_OPEN_BUNDLES
-from ovs_sriov_proxy.config import ControllerConfig
-from ovs_sriov_proxy.northbound import Northbound
 from ovs_sriov_proxy.openflow import actions, bundles
 from ovs_sriov_proxy.openflow.framing import OFP13, hello
-from ovs_sriov_proxy.proxy import Proxy
-from ovs_sriov_proxy.rules.store import RuleStore
 from ovs_sriov_proxy.sessions.keepalive import SessionTiming
 from ovs_sriov_proxy.sessions.switch import SwitchSession
-from ovs_sriov_proxy.targets import parse_active
 
-from .test_idspaces_wiring import CountingLink, seeded, two_controllers_on_a_13_bridge
+from .test_idspaces_wiring import seeded, two_controllers, two_controllers_on_a_13_bridge
 from .test_switch_session import handshake_13
 from .test_translate_wiring import DP13, WireLink, bridge_out, build, parse
 
@@ -54,12 +49,7 @@ def test_a_bundle_carries_only_what_would_be_relayed_alone() -> None:
 
 
 def test_bundle_replies_get_the_right_bundle_id_on_each_of_two_bridges() -> None:
-    WireLink.instances.clear()
-    proxy = Proxy(RuleStore())
-    controllers = [ControllerConfig(name, parse_active(f"tcp:127.0.0.1:{port}"))
-                   for name, port in (("a", 6653), ("b", 6654))]
-    northbound = Northbound(proxy, controllers, miss_timeout=0.2, timing=SessionTiming(),
-                            link_factory=CountingLink)
+    proxy, northbound = two_controllers()
     sessions = []
     for dpid in (1, 2):
         session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)

@@ -33,13 +33,18 @@ class CountingLink(WireLink):
         self.started += 1
 
 
-def two_controllers_on_a_13_bridge():
+def two_controllers() -> tuple[Proxy, Northbound]:
+    """A proxy with controllers "a" and "b", whose links are CountingLinks (no sockets)."""
     WireLink.instances.clear()
     proxy = Proxy(RuleStore())
     controllers = [ControllerConfig(name, parse_active(f"tcp:127.0.0.1:{port}"))
                    for name, port in (("a", 6653), ("b", 6654))]
-    northbound = Northbound(proxy, controllers, miss_timeout=0.2, timing=SessionTiming(),
-                            link_factory=CountingLink)
+    return proxy, Northbound(proxy, controllers, miss_timeout=0.2, timing=SessionTiming(),
+                             link_factory=CountingLink)
+
+
+def two_controllers_on_a_13_bridge():
+    proxy, northbound = two_controllers()
     session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
     proxy.handle_events(session, handshake_13(session))
     return northbound, proxy, session, WireLink.instances
