@@ -93,3 +93,29 @@ def test_each_controller_keeps_its_own_groups_and_meters(ovs, proxy_factory, tmp
     forwarded(2, 3)
     proxy.stop()
     assert "ids_refused" not in proxy.log_text()
+
+
+def test_two_openflow15_controllers_keep_their_own_group_3(ovs, proxy_factory, tmp_path) -> None:
+    """OpenFlow 1.5 group-mods (bucket ids, watch as a bucket property) are remapped too: two
+    controllers both delete-all and add group 3 on a 1.5 bridge, and both groups stand."""
+    script = Path(__file__).resolve().parent / "group15_controller.py"
+    ports, logs = [], []
+    for name in ("first", "second"):
+        port = free_port()
+        ovs.spawn(name, [sys.executable, str(script), "--listen", str(port)],
+                  ready=lambda port=port: tcp_listening("127.0.0.1", port),
+                  allowed_log_lines=[r"^barrier$"], timeout=20)
+        ports.append(port)
+        logs.append(ovs.directory / f"{name}.stderr")
+    port = free_port()
+    controllers = "".join(
+        f'[[controllers]]\nname = "{name}"\ntarget = "tcp:127.0.0.1:{p}"\n'
+        'protocols = ["OpenFlow15"]\n' for name, p in zip(("first", "second"), ports, strict=True))
+    proxy_factory(proxy_config(port, tmp_path / "state", []) + controllers)
+    add_bridge(ovs, "br0", "OpenFlow15", port)
+    for log in logs:
+        wait_until(lambda log=log: lines(log, "barrier"), 15, f"{log.name}: its barrier reply")
+        assert lines(log, "error") == []
+    dump = ovs.ofctl("-O", "OpenFlow15", "dump-groups", "br0")
+    assert sorted(int(n) for n in re.findall(r"\bgroup_id=(\d+)", dump)) == [3, HIGH_GROUP + 2]
+    assert dump.count("watch_port:1") == 2
