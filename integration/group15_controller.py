@@ -17,6 +17,7 @@ import sys
 from os_ken.ofproto import ofproto_protocol
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
+from tiny_controller import FramedController  # run as a script: integration/ is on sys.path
 
 DP = ofproto_protocol.ProtocolDesc(ofp.OFP_VERSION)
 
@@ -27,32 +28,23 @@ def encode(msg: object, xid: int) -> bytes:
     return bytes(msg.buf)  # type: ignore[attr-defined]
 
 
-class Controller(asyncio.Protocol):
+class Controller(FramedController):
+    programmed = False
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.buffer = b""
-        self.programmed = False
         transport.write(encode(parser.OFPHello(DP), 1))
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= 8:
-            version, msg_type, length, xid = struct.unpack_from("!BBHI", self.buffer)
-            if len(self.buffer) < length:
-                return
-            raw, self.buffer = self.buffer[:length], self.buffer[length:]
-            if msg_type == ofp.OFPT_ECHO_REQUEST:
-                self.transport.write(struct.pack("!BBHI", version, ofp.OFPT_ECHO_REPLY, length,
-                                                 xid) + raw[8:])
-            elif msg_type == ofp.OFPT_ERROR:
-                err_type, code = struct.unpack_from("!HH", raw, 8)
-                print(f"error {err_type} {code}", file=sys.stderr, flush=True)
-            elif msg_type == ofp.OFPT_BARRIER_REPLY:
-                print("barrier", file=sys.stderr, flush=True)
-            elif msg_type == ofp.OFPT_HELLO and not self.programmed:
-                self.programmed = True
-                self.program()
+    def handle(self, msg_type: int, raw: bytes, xid: int) -> None:
+        if msg_type == ofp.OFPT_ERROR:
+            err_type, code = struct.unpack_from("!HH", raw, 8)
+            print(f"error {err_type} {code}", file=sys.stderr, flush=True)
+        elif msg_type == ofp.OFPT_BARRIER_REPLY:
+            print("barrier", file=sys.stderr, flush=True)
+        elif msg_type == ofp.OFPT_HELLO and not self.programmed:
+            self.programmed = True
+            self.program()
 
     def program(self) -> None:
         bucket = parser.OFPBucket(bucket_id=1, actions=[parser.OFPActionOutput(1)],

@@ -21,7 +21,30 @@ from os_ken.ofproto import ofproto_protocol
 VERSIONS = {"1.0": 0x01, "1.3": 0x04}
 
 
-class Controller(asyncio.Protocol):
+class FramedController(asyncio.Protocol):
+    """Splits the controller's byte stream into OpenFlow messages, answers ECHO_REQUESTs and
+    hands every other message to `handle` (shared with group15_controller.py)."""
+
+    transport: asyncio.Transport
+    buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 8:
+            version, msg_type, length, xid = struct.unpack_from("!BBHI", self.buffer)
+            if len(self.buffer) < length:
+                return
+            raw, self.buffer = self.buffer[:length], self.buffer[length:]
+            if msg_type == 2:  # ECHO_REQUEST
+                self.transport.write(struct.pack("!BBHI", version, 3, length, xid) + raw[8:])
+            else:
+                self.handle(msg_type, raw, xid)
+
+    def handle(self, msg_type: int, raw: bytes, xid: int) -> None:
+        """One message other than an ECHO_REQUEST."""
+
+
+class Controller(FramedController):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.version = VERSIONS[args.version]
@@ -40,17 +63,9 @@ class Controller(asyncio.Protocol):
         msg.serialize()  # type: ignore[attr-defined]
         self.transport.write(bytes(msg.buf))  # type: ignore[attr-defined]
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= 8:
-            version, msg_type, length, xid = struct.unpack_from("!BBHI", self.buffer)
-            if len(self.buffer) < length:
-                return
-            raw, self.buffer = self.buffer[:length], self.buffer[length:]
-            if msg_type == 2:  # ECHO_REQUEST
-                self.transport.write(struct.pack("!BBHI", version, 3, length, xid) + raw[8:])
-            elif msg_type == 10:  # PACKET_IN
-                self.packet_in(raw, xid)
+    def handle(self, msg_type: int, raw: bytes, xid: int) -> None:
+        if msg_type == 10:  # PACKET_IN
+            self.packet_in(raw, xid)
 
     def packet_in(self, raw: bytes, xid: int) -> None:
         msg = self.parser.OFPPacketIn.parser(self.dp, self.version, 10, len(raw), xid, raw)
