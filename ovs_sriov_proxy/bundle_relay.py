@@ -117,19 +117,24 @@ class BundleRelay:
         bridge.counters["bundle_adds"] += 1
         return True
 
-    def answered(self, bridge: Bridge, xid: int, raw: bytes | None) -> bytes | None:
-        """The bridge's reply (`raw`) or error (None) to a bundle control request: the reply
-        with the controller's bundle id; a committed bundle's flow-mods now count for table
-        0's floor; an open the bridge refused is forgotten. Other messages: `raw` as it is."""
+    def _answered(self, bridge: Bridge, xid: int) -> _Request | None:
         requests = self._requests.get(bridge.session)
-        request = requests.pop(xid, None) if requests is not None else None
+        return requests.pop(xid, None) if requests is not None else None
+
+    def failed(self, bridge: Bridge, xid: int) -> None:
+        """The bridge refused a request: an open it refused is forgotten."""
+        request = self._answered(bridge, xid)
+        if request is not None and request.control_type == bundles.OFPBCT_OPEN_REQUEST:
+            self.open.get(bridge.session, {}).pop(request.key, None)
+
+    def reply(self, bridge: Bridge, xid: int, raw: bytes) -> bytes:
+        """A reply from the bridge: to a bundle control request, with the controller's bundle
+        id, and a committed bundle's flow-mods now count for table 0's floor; any other reply
+        as it is."""
+        request = self._answered(bridge, xid)
         if request is None:
             return raw
         controller = request.key[0]
-        if raw is None:
-            if request.control_type == bundles.OFPBCT_OPEN_REQUEST:
-                self.open.get(bridge.session, {}).pop(request.key, None)
-            return None
         bundle = bundles.parse(raw)
         if bundle is None:
             return raw

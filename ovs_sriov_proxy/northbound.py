@@ -742,12 +742,12 @@ class Northbound:
             ids = self.ids.get(bridge.session)
             if ids is not None:
                 raw = ids.up(controller, raw)
-            raw = self.bundle_relay.answered(bridge, message.xid, raw) or raw
+            raw = self.bundle_relay.reply(bridge, message.xid, raw)
             for reply in self._translate_up(bridge, link, raw, controller_xid):
                 self._to_controller(link, switch_side.rewrite_xid(reply, controller_xid))
 
     def bridge_error(self, bridge: Bridge, event: SwitchError, version: int) -> None:
-        self.bundle_relay.answered(bridge, event.xid, None)
+        self.bundle_relay.failed(bridge, event.xid)
         listing = self._listings.get(bridge.session)
         if listing is not None and listing.expects(event.xid):
             if listing.error(event.xid):
