@@ -64,7 +64,8 @@ def test_the_controller_with_primacy_wins_overlapping_proactive_flows(
     frame = udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"x")
     ovs.inject("br0-p1", frame)  # matched on the bridge: no controller involved
     winner, loser = (out3, out2) if winner_port == 3 else (out2, out3)
-    assert winner.frames() == [frame] and loser.frames() == []
+    # The bridge forwards after netdev-dummy/receive returns: wait for the frame to leave.
+    assert winner.wait_frames(1) == [frame] and loser.frames() == []
     proxy.stop()
     clamped = "priority_clamped:low=1" in proxy.log_text()
     assert clamped == (bands == "auto")
