@@ -125,10 +125,16 @@ def flows_of(ovs: OvsSandbox, tag: int, spec: str = "") -> list[Flow]:
     return [f for f in dump(ovs, spec) if f.tag == tag]
 
 
-def faucet_pipeline(ovs: OvsSandbox, tag: int) -> list[Flow] | None:
-    """Faucet's flows once it has programmed its four tables (vlan, eth_src, eth_dst, flood)."""
+def faucet_pipeline(ovs: OvsSandbox, tag: int, floor: int = 0) -> list[Flow] | None:
+    """Faucet's flows once it has programmed its four tables (vlan, eth_src, eth_dst, flood).
+
+    Faucet sends its flows highest table and priority first, so the last of the burst is table
+    0's catch-all, at ``floor`` (0 moved up by the controller's band).
+    """
     flows = flows_of(ovs, tag)
-    return flows if {f.table for f in flows} >= {0, 1, 2, 3} else None
+    complete = ({f.table for f in flows} >= {0, 1, 2, 3}
+                and any(f.table == 0 and f.priority == floor for f in flows))
+    return flows if complete else None
 
 
 def learned_destination(ovs: OvsSandbox, tag: int, mac: str) -> list[Flow]:
@@ -223,7 +229,8 @@ def test_faucets_delete_all_spares_the_proxys_and_another_controllers_flows(
 
     faucet = Faucet(ovs, faucet_venv, tmp_path / "faucet", [1, 2, 3], port=faucet_port)
     proxy.wait_log("controller faucet connected", timeout=20)
-    pipeline = wait_until(lambda: faucet_pipeline(ovs, faucet_tag), 15, "Faucet's four tables")
+    pipeline = wait_until(lambda: faucet_pipeline(ovs, faucet_tag, floor=32768), 15,
+                          "Faucet's four tables")
     # Faucet ranks first (priority 50): its band is the upper half, its flows are moved up by
     # 32768, and the other controller's band is the lower half.
     assert {f.priority for f in pipeline} >= {32768, 32768 + 4096}
@@ -263,7 +270,7 @@ def test_faucets_groups_and_delete_all_groups_leave_another_controllers_group(
     faucet = Faucet(ovs, faucet_venv, tmp_path / "faucet", [1, 2], port=faucet_port,
                     group_table=True)
     proxy.wait_log("controller faucet connected", timeout=20)
-    wait_until(lambda: faucet_pipeline(ovs, 0x4301), 15, "Faucet's four tables")
+    wait_until(lambda: faucet_pipeline(ovs, 0x4301, floor=32768), 15, "Faucet's four tables")
     def two_owners() -> list[int] | None:
         found = bridge_ids(ovs, "groups")
         return found if len(found) > 1 else None

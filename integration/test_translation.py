@@ -52,14 +52,14 @@ def test_a_controller_of_the_other_version_installs_flows_that_forward(
     assert "priority=100" in flows[0] and "dl_dst=00:00:00:00:00:0b" in flows[0]
     assert "in_port=1" in flows[0] and "idle_timeout=60" in flows[0]
     assert flows[0].rstrip().endswith("actions=output:2")
-    # The next packet of that flow is switched by the bridge itself.
-    before = ovs.ofctl("-O", bridge_protocol, "dump-ports", "br0", "2")
+    # The next packet of that flow is switched by the bridge itself: had it gone through the
+    # proxy, its PACKET_IN would be counted before the frame left.
     ovs.inject("br0-p1", OTHER_HOST)
     assert out2.wait_frames(2) == [OTHER_HOST] * 2
-    assert before != ovs.ofctl("-O", bridge_protocol, "dump-ports", "br0", "2")
     proxy.stop()
     log = proxy.log_text()
     assert "won_by:c=1" in log and "learned=1" in log and "translated_down=" in log
+    assert " packet_ins=1 " in log
 
 
 @pytest.mark.parametrize("controller_version, controller_protocol, bridge_protocol", CROSSED)

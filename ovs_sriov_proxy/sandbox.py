@@ -700,8 +700,8 @@ class OvsSandbox:
     def inject(self, port: str, packet: bytes | bytearray | str) -> None:
         """Receive ``packet`` on dummy ``port``: a datapath flow string or the bytes of a frame.
 
-        With a matching flow the frame has left before this returns; anything
-        that goes through a controller is asynchronous.
+        The bridge handles the frame after this returns, even with a matching
+        flow: wait for its effect (``Capture.wait_frames``), never read it at once.
         """
         text = bytes(packet).hex() if isinstance(packet, (bytes, bytearray)) else packet
         self.appctl("netdev-dummy/receive", port, text)
