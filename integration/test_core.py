@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_control import counter  # integration/ is on sys.path
 
 from ovs_sriov_proxy.sandbox import OvsSandbox, free_port, udp_frame, wait_until
-from test_control import counter  # integration/ is on sys.path
 
 PROXY_COOKIE_TAG = 0x5052  # the top 16 bits of every cookie the proxy gives its own flows
 PROTOCOLS = ["OpenFlow10", "OpenFlow13"]
