@@ -3,6 +3,7 @@
     python integration/osken_l2_app.py --listen PORT [--proactive PRIORITY:IN_PORT:OUT_PORT ...]
                                        [--group-flow IN_PORT:GROUP:METER:OUT_PORT ...]
                                        [--learn-flow IN_PORT:OUT_PORT ...]
+                                       [--packet-out IN_PORT:OUT_PORT:HEX_FRAME ...]
                                        [--bundle] [--quiet] [--packet-outs-only]
 
 os-ken 4.2.2 ships no `osken-manager`, so this script is its own manager: it registers the app,
@@ -19,6 +20,9 @@ switch's reply.
 `--learn-flow` installs in_port=IN_PORT (priority 200) -> learn(table 0, priority 300,
 hard_timeout 60, cookie 0x77, eth_dst=the packet's eth_src, no actions), output:OUT_PORT: the
 bridge itself then installs a flow for every source it sees (as neutron's br-tun does).
+
+`--packet-out` sends the frame as a PACKET_OUT on connect, as if it had come in on IN_PORT,
+with output:OUT_PORT (after the flows, then a barrier: "barrier" is printed on its reply).
 
 `--group-flow` makes it program groups and meters the way Faucet does: on connect it deletes
 every group and meter, then adds meter METER, group GROUP (type all, output OUT_PORT) and a flow
@@ -48,6 +52,7 @@ FLOW_IDLE_TIMEOUT = 30
 PROACTIVE: list[tuple[int, int, int]] = []  # (priority, in_port, out_port), from the command line
 GROUP_FLOWS: list[tuple[int, int, int, int]] = []  # (in_port, group, meter, out_port)
 LEARN_FLOWS: list[tuple[int, int]] = []  # (in_port, out_port)
+PACKET_OUTS: list[tuple[int, int, bytes]] = []  # (in_port, out_port, frame)
 
 
 class LearningSwitch(app_manager.OSKenApp):
@@ -98,7 +103,17 @@ class LearningSwitch(app_manager.OSKenApp):
                 datapath, priority=200, match=parser.OFPMatch(in_port=in_port),
                 instructions=[parser.OFPInstructionActions(
                     ofp.OFPIT_APPLY_ACTIONS, [learn, parser.OFPActionOutput(out_port)])]))
+        for in_port, out_port, frame in PACKET_OUTS:
+            datapath.send_msg(parser.OFPPacketOut(
+                datapath, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                actions=[parser.OFPActionOutput(out_port)], data=frame))
+        if PACKET_OUTS:
+            datapath.send_msg(parser.OFPBarrierRequest(datapath))
         self.say(f"switch {datapath.id:016x} connected")
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def barrier_reply(self, event: Any) -> None:
+        self.say("barrier")
 
     def program_groups(self, datapath: Any) -> None:
         ofp, parser = datapath.ofproto, datapath.ofproto_parser
@@ -132,7 +147,9 @@ class LearningSwitch(app_manager.OSKenApp):
         if event.msg.type == event.msg.datapath.ofproto.ONF_BCT_COMMIT_REPLY:
             self.say(f"bundle {event.msg.bundle_id} committed")
 
-    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    # Also while os-ken is still in its config state: an error to what switch_features sent
+    # may come back before it has moved on.
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def switch_error(self, event: Any) -> None:
         self.say(f"error type {event.msg.type} code {event.msg.code}")
 
@@ -175,6 +192,8 @@ def main() -> None:
     parser.add_argument("--group-flow", action="append", default=[],
                         metavar="IN_PORT:GROUP:METER:OUT_PORT")
     parser.add_argument("--learn-flow", action="append", default=[], metavar="IN_PORT:OUT_PORT")
+    parser.add_argument("--packet-out", action="append", default=[],
+                        metavar="IN_PORT:OUT_PORT:HEX_FRAME")
     parser.add_argument("--bundle", action="store_true",
                         help="send the --proactive flows in one ONF bundle")
     parser.add_argument("--quiet", action="store_true", help="no line per decision")
@@ -190,6 +209,9 @@ def main() -> None:
     for text in args.learn_flow:
         in_port, out_port = (int(part) for part in text.split(":"))
         LEARN_FLOWS.append((in_port, out_port))
+    for text in args.packet_out:
+        in_port, out_port, frame = text.split(":")
+        PACKET_OUTS.append((int(in_port), int(out_port), bytes.fromhex(frame)))
     for text in args.group_flow:
         in_port, group, meter, out_port = (int(part) for part in text.split(":"))
         GROUP_FLOWS.append((in_port, group, meter, out_port))

@@ -2,10 +2,12 @@
 
     python integration/tiny_controller.py --listen PORT --output N [--answer packet-out|flow-mod|none]
                                           [--idle-timeout S] [--version 1.0|1.3]
+                                          [--on-connect delete-all|modify-all]
 
 `flow-mod` installs an exact in_port/eth_dst flow (idle timeout as given) carrying the miss's buffer
 id; `none` never answers (a controller that hangs); `garbage` answers with bytes that are not
-OpenFlow. Messages are built and parsed with os-ken,
+OpenFlow. `--on-connect delete-all` deletes every flow when the switch connects, as many
+controllers do; `modify-all` makes every flow send to --output (a non-strict modify). Messages are built and parsed with os-ken,
 which covers the controller's direction. It logs one line per answered miss to stderr.
 """
 
@@ -58,6 +60,23 @@ class Controller(FramedController):
         self.transport = transport
         self.send(self.parser.OFPHello(self.dp))
         self.send(self.parser.OFPFeaturesRequest(self.dp))
+        if self.args.on_connect:
+            self.send(self.everything(self.ofp.OFPFC_DELETE if self.args.on_connect == "delete-all"
+                                      else self.ofp.OFPFC_MODIFY))
+
+    def everything(self, command: int) -> object:
+        """A FLOW_MOD that reaches every flow of the switch."""
+        actions = [self.parser.OFPActionOutput(self.args.output)]
+        if self.version == 0x01:
+            return self.parser.OFPFlowMod(
+                self.dp, match=self.parser.OFPMatch(wildcards=self.ofp.OFPFW_ALL), cookie=0,
+                command=command, idle_timeout=0, hard_timeout=0, priority=0,
+                buffer_id=self.ofp.OFP_NO_BUFFER, out_port=self.ofp.OFPP_NONE, flags=0,
+                actions=actions)
+        return self.parser.OFPFlowMod(
+            self.dp, table_id=self.ofp.OFPTT_ALL, command=command, out_port=self.ofp.OFPP_ANY,
+            out_group=self.ofp.OFPG_ANY, instructions=[self.parser.OFPInstructionActions(
+                self.ofp.OFPIT_APPLY_ACTIONS, actions)])
 
     def send(self, msg: object) -> None:
         msg.serialize()  # type: ignore[attr-defined]
@@ -108,6 +127,7 @@ async def main() -> None:
                         default="packet-out")
     parser.add_argument("--idle-timeout", type=int, default=0)
     parser.add_argument("--version", choices=sorted(VERSIONS), default="1.3")
+    parser.add_argument("--on-connect", choices=["delete-all", "modify-all"])
     args = parser.parse_args()
     server = await asyncio.get_running_loop().create_server(lambda: Controller(args), "127.0.0.1",
                                                             args.listen)

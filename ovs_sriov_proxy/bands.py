@@ -9,7 +9,9 @@ above every flow of the controllers below it, and a controller's own flows keep 
 among themselves. A controller priority p is installed as `band.low + p`; what does not fit is
 clamped to `band.high` (counted). Stats replies and FLOW_REMOVED show the controller its own
 priorities again. With one controller the band is the whole range, so nothing is remapped
-(Faucet sees and sets the priorities it expects).
+(Faucet sees and sets the priorities it expects). The whole range stops at 65534: priority
+65535 belongs to the proxy's network policies (policies.py), which no controller's flow may
+tie with, so a controller's 65535 is installed as 65534 (counted as clamped).
 
 Table 0's floor. The proxy's table-miss flow (priority 0, empty match, output CONTROLLER) is
 what brings misses to the proxy. A controller's own catch-all in table 0 (empty match, its
@@ -36,6 +38,7 @@ from .openflow import actions
 OFP10 = 0x01
 OFP15 = 0x06
 MAX_PRIORITY = 0xFFFF
+TOP_CONTROLLER_PRIORITY = MAX_PRIORITY - 1  # 65535 is the policies' (policies.py)
 OFPFC_ADD, OFPFC_MODIFY, OFPFC_MODIFY_STRICT, OFPFC_DELETE, OFPFC_DELETE_STRICT = range(5)
 OFPTT_ALL = 0xFF
 OFPP_ANY = 0xFFFFFFFF
@@ -64,8 +67,9 @@ class Band:
             raise ValueError(f"bad priority band {self.low}..{self.high}")
 
     @property
-    def identity(self) -> bool:
-        return self.low == 0 and self.high == MAX_PRIORITY
+    def unshifted(self) -> bool:
+        """Priorities keep their values (only those above `high` are clamped)."""
+        return self.low == 0
 
     def to_bridge(self, priority: int) -> tuple[int, bool]:
         """The bridge priority for a controller's priority, and whether it had to be clamped."""
@@ -79,7 +83,7 @@ class Band:
         return max(0, priority - self.low)
 
 
-IDENTITY = Band(0, MAX_PRIORITY)
+WHOLE_RANGE = Band(0, TOP_CONTROLLER_PRIORITY)
 
 
 def assign_bands(ranked: Sequence[str], mode: str = "auto") -> dict[str, Band]:
@@ -87,16 +91,17 @@ def assign_bands(ranked: Sequence[str], mode: str = "auto") -> dict[str, Band]:
 
     "auto": one controller gets the whole range; N controllers split it into N equal bands,
     the best-ranked on top (it also gets the remainder of the division). "off": everyone gets
-    the whole range, so flows compete by raw priority, as if each controller were alone."""
+    the whole range, so flows compete by raw priority, as if each controller were alone. The
+    whole range is 0..65534 (65535 is the policies')."""
     if mode not in BAND_MODES:
         raise ValueError(f"unknown priority band mode {mode!r}")
     if mode == "off" or len(ranked) <= 1:
-        return {name: IDENTITY for name in ranked}
+        return {name: WHOLE_RANGE for name in ranked}
     width = (MAX_PRIORITY + 1) // len(ranked)
     bands = {}
     for rank, name in enumerate(ranked):
         low = (len(ranked) - 1 - rank) * width
-        bands[name] = Band(low, MAX_PRIORITY if rank == 0 else low + width - 1)
+        bands[name] = Band(low, TOP_CONTROLLER_PRIORITY if rank == 0 else low + width - 1)
     return bands
 
 
@@ -150,11 +155,11 @@ def view_flow_mod(version: int, raw: bytes) -> FlowModView | None:
 def remap_flow_mod(version: int, raw: bytes, band: Band) -> tuple[bytes, bool]:
     """A controller's FLOW_MOD with its priority moved into `band`; whether it was clamped.
     Non-strict modifies and deletes ignore the priority, so moving it is harmless there."""
-    if band.identity:
-        return raw, False
     at = _FLOW_MOD_PRIORITY.get(version, 30)
     (priority,) = _U16.unpack_from(raw, at)
     mapped, clamped = band.to_bridge(priority)
+    if mapped == priority:  # one controller alone, below 65535: the common case, no copy
+        return raw, False
     out = bytearray(raw)
     _U16.pack_into(out, at, mapped)
     return bytes(out), clamped
@@ -196,7 +201,7 @@ def scope_learns(raw: bytes, tag: int, tag_mask: int, band: Band,
 def unmap_flow_removed(version: int, raw: bytes, band: Band) -> bytes:
     """A FLOW_REMOVED of the controller's flow with the priority the controller gave it."""
     at = _FLOW_REMOVED_PRIORITY.get(version, 16)
-    if band.identity or len(raw) < at + 2:
+    if band.unshifted or len(raw) < at + 2:
         return raw
     out = bytearray(raw)
     (priority,) = _U16.unpack_from(out, at)
@@ -207,7 +212,7 @@ def unmap_flow_removed(version: int, raw: bytes, band: Band) -> bytes:
 def unmap_flow_stats_entry(version: int, entry: bytearray, offset: int, band: Band) -> None:
     """In place: one flow-stats entry (starting at `offset`) of the controller's own flow."""
     at = offset + _FLOW_STATS_PRIORITY.get(version, 12)
-    if band.identity or at + 2 > len(entry):
+    if band.unshifted or at + 2 > len(entry):
         return
     (priority,) = _U16.unpack_from(entry, at)
     _U16.pack_into(entry, at, band.from_bridge(priority))

@@ -39,6 +39,7 @@ __all__ = [
     "ControllerConfig",
     "MetricsConfig",
     "OvsdbConfig",
+    "PolicyConfig",
     "PrimacyConfig",
     "ProxyConfig",
     "TimeWindow",
@@ -223,6 +224,29 @@ class VmRule:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """A [[policies]] entry: traffic the proxy drops at the top of table 0, above every
+    controller's flows and its own rules (policies.py)."""
+
+    name: str
+    """Unique among the policies; names the policy's rules in logs and listings."""
+    from_tag: str | None = None
+    """Only traffic entering on ports tagged so (Interface external_ids:policy-tags)."""
+    to_tag: str | None = None
+    """Only traffic to the MAC (external_ids:attached-mac) of ports tagged so."""
+    match: Match | None = None
+    """Only traffic that also matches this (ovs-ofctl syntax)."""
+    match_text: str = ""
+    """`match` as written ("" without one)."""
+    bridge: str | None = None
+    """Only on this bridge (None: every bridge)."""
+
+    @property
+    def uses_tags(self) -> bool:
+        return self.from_tag is not None or self.to_tag is not None
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """The [metrics] table: where Prometheus scrapes the proxy (absent: no exporter)."""
 
@@ -255,6 +279,8 @@ class Config:
     """The [ovsdb] table; None (no table) means the proxy does not touch OVSDB."""
     vm_rules: tuple[VmRule, ...] = ()
     """[[rules]] with iface_id, vm or mac, in file order (not in `rules`: OVSDB activates them)."""
+    policies: tuple[PolicyConfig, ...] = ()
+    """[[policies]], in file order."""
 
     @property
     def backup_path(self) -> Path:
@@ -771,6 +797,69 @@ def _rules(check: _Checker, data: dict[str, Any],
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
+POLICY_PRIORITY = 0xFFFF  # the top of table 0 belongs to the policies (bands.py keeps it free)
+
+
+def _policies(check: _Checker, data: dict[str, Any]) -> tuple[PolicyConfig, ...]:
+    has_ovsdb = "ovsdb" in data
+    policies = []
+    names: set[str] = set()
+    for path, entry in check.tables(data, "policies"):
+        check.table(entry, path, ("name", "from_tag", "to_tag", "match", "bridge"))
+        name = check.get(entry, path, "name", str, "a string", required=True)
+        if name is _MISSING:
+            continue
+        if not _NAME_RE.fullmatch(name):
+            check.error(path + ("name",), f"{name!r} is not a name (use letters, digits, '_', '.', '-')")
+            continue
+        if name in names:
+            check.error(path + ("name",), f"duplicate policy name {name!r}")
+            continue
+        names.add(name)
+        if not any(key in entry for key in ("from_tag", "to_tag", "match")):
+            check.error(path, "a policy needs from_tag, to_tag or match (or it would drop "
+                        "everything)")
+            continue
+        issues_before = len(check.issues)
+        tags: dict[str, str | None] = {}
+        for key in ("from_tag", "to_tag"):
+            tag = check.get(entry, path, key, str, "a tag")
+            if tag is not _MISSING and not _NAME_RE.fullmatch(tag):
+                check.error(path + (key,), f"{tag!r} is not a tag (use letters, digits, '_', '.', '-')")
+                tag = _MISSING
+            tags[key] = None if tag is _MISSING else tag
+        bridge = check.get(entry, path, "bridge", str, "a bridge name")
+        if bridge is not _MISSING and not _BRIDGE_RE.fullmatch(bridge):
+            check.error(path + ("bridge",), f"{bridge!r} is not a bridge name")
+            bridge = _MISSING
+        match: Match | None = None
+        match_text = ""
+        text = check.get(entry, path, "match", str, "an ovs-ofctl match")
+        if text is not _MISSING:
+            try:
+                match, match_text = parse_match(text), text
+            except FlowSyntaxError as exc:
+                check.error(path + ("match",), str(exc))
+                continue
+            if not match.mask:
+                check.error(path + ("match",), "matches every packet: a policy must narrow it")
+                continue
+            # The tags supply these fields; a second value for one would never match.
+            clashes = [f"{key} sets {field_name}" for key, field_name
+                       in (("from_tag", "in_port"), ("to_tag", "eth_dst"))
+                       if tags[key] is not None and match.field_mask(field_name)]
+            if clashes:
+                check.error(path + ("match",), f"{'; '.join(clashes)}: remove it from the match")
+                continue
+        if (tags["from_tag"] or tags["to_tag"]) and not has_ovsdb:
+            check.error(path, "tags are read from OVSDB: add an [ovsdb] table")
+        if len(check.issues) > issues_before:
+            continue  # reported: a policy that is half right is not enforced half
+        policies.append(PolicyConfig(name, tags["from_tag"], tags["to_tag"], match, match_text,
+                                     None if bridge is _MISSING else bridge))
+    return tuple(policies)
+
+
 def _vm_scope(check: _Checker, entry: dict[str, Any], path: KeyPath) -> tuple[str, str] | None:
     """(config key, value) of the one VM key of a [[rules]] entry, if it has one."""
     given = [key for key in VM_SCOPE_KEYS if key in entry]
@@ -1042,12 +1131,14 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(source, text, exc)]) from None
     check = _Checker(source, _Locator(text), Path(path).parent)
-    check.table(data, (), ("proxy", "rules", "controllers", "metrics", "backup", "ovsdb"))
+    check.table(data, (), ("proxy", "rules", "controllers", "metrics", "backup", "ovsdb",
+                           "policies"))
     proxy_table = check.get(data, (), "proxy", dict, "a table ([proxy])")
     proxy = _proxy(check, {} if proxy_table is _MISSING else proxy_table)
     vm_rules: list[VmRule] = []
     rules = _rules(check, data, vm_rules)
     controllers = _controllers(check, data)
+    policies = _policies(check, data)
     metrics = None
     metrics_table = check.get(data, (), "metrics", dict, "a table ([metrics])")
     if metrics_table is not _MISSING:
@@ -1063,12 +1154,30 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
         if proxy.listen and proxy.listen[0].port == 0:
             check.error(("proxy", "listen", 0), "[ovsdb] points bridges at the first listen "
                         "target, so it needs a fixed port, not 0")
+    if policies:
+        _check_reserved_priority(check, data)
     if check.issues:
         # File order, issues without a known line last.
         ordered = sorted(check.issues, key=lambda issue: issue.line or math.inf)
         raise ConfigError(ordered)
     return Config(proxy=proxy, rules=rules, controllers=controllers, source_path=Path(path),
-                  metrics=metrics, backup=backup, ovsdb=ovsdb, vm_rules=tuple(vm_rules))
+                  metrics=metrics, backup=backup, ovsdb=ovsdb, vm_rules=tuple(vm_rules),
+                  policies=policies)
+
+
+def _check_reserved_priority(check: _Checker, data: dict[str, Any]) -> None:
+    """With [[policies]], no local rule may tie with them at the top priority."""
+    for path, entry in check.tables(data, "rules"):
+        flow = entry.get("flow")
+        if not isinstance(flow, str):
+            continue
+        try:
+            priority = parse_flow(flow).priority
+        except FlowSyntaxError:
+            continue  # reported by _rules
+        if priority == POLICY_PRIORITY:
+            check.error(path + ("flow",), f"priority {POLICY_PRIORITY} is reserved for "
+                        "[[policies]]; use 65534 or less")
 
 
 def load_config(path: str | Path) -> Config:

@@ -194,10 +194,14 @@ class ControlTarget(Protocol):
 
     def rules(self) -> Iterable[tuple[int, FlowRule]]: ...
 
-    def add_rule(self, rule: FlowRule) -> int: ...
+    def add_rule(self, rule: FlowRule) -> int:
+        """Raises PermissionError for a rule the config reserves (priority 65535 with
+        [[policies]])."""
+        ...
 
     def remove_rule(self, rule_id: int) -> FlowRule:
-        """Raises KeyError for an unknown id."""
+        """Raises KeyError for an unknown id, PermissionError for a rule that the config
+        owns and the operator may not delete by hand (a policy's)."""
         ...
 
     def records(self, after: int = 0, limit: int | None = None) -> list[RuleRecord]:
@@ -419,7 +423,10 @@ class Dispatcher:
         for rule_id, existing in self.target.rules():
             if dataclasses.replace(existing, origin=CLI_ORIGIN) == rule:
                 raise UsageError(f"rule {rule_id} (origin {existing.origin}) is the same rule")
-        row = rule_row(self.target.add_rule(rule), rule)
+        try:
+            row = rule_row(self.target.add_rule(rule), rule)
+        except PermissionError as exc:
+            raise UsageError(str(exc)) from None
         return Reply(True, _dump(row) if wants_json else _format_row("added", row))
 
     def _export(self, args: list[str], wants_json: bool) -> Reply:
@@ -479,6 +486,8 @@ class Dispatcher:
             rule = self.target.remove_rule(rule_id)
         except KeyError:
             raise UsageError(f"no rule {rule_id} (proxy/rules lists them)") from None
+        except PermissionError as exc:
+            raise UsageError(str(exc)) from None
         row = rule_row(rule_id, rule)
         return Reply(True, _dump(row) if wants_json else _format_row("deleted", row))
 

@@ -30,15 +30,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, ConfigError, TlsConfig, load_config
+from .config import POLICY_PRIORITY, Config, ConfigError, TlsConfig, load_config
 from .control import ControlServer, Dispatcher
 from .metrics import MetricsServer, metrics_registry
 from .northbound import Northbound
 from .openflow.framing import VERSIONS_BY_NAME
+from .policies import policy_rules
 from .proxy import Proxy
 from .rules import clock
 from .rules.backup import RuleBackup, SqliteBackup
-from .rules.model import FlowRule
+from .rules.model import POLICY_ORIGIN, FlowRule
 from .rules.records import RuleRecord
 from .rules.store import RuleChange, RuleStore, is_learned
 from .sessions.controller import State as ControllerState
@@ -74,6 +75,7 @@ class Daemon:
                                        flush_interval=config.backup.flush_interval_ms / 1000)
             self._restore(self.backup)
         self.store.replace_origin("config", config.rules)
+        self._enforce_policies_without_tags(config)
         self.proxy = Proxy(self.store, miss_fallback=config.proxy.miss_fallback)
         settings = config.proxy
         self.server = SwitchServer(
@@ -93,7 +95,8 @@ class Daemon:
         if config.ovsdb is not None:
             from .ovsdb.manager import OvsdbManager  # ovsdbapp only when [ovsdb] is configured
 
-            self.ovsdb = OvsdbManager(config.ovsdb, config.proxy, config.vm_rules, self)
+            self.ovsdb = OvsdbManager(config.ovsdb, config.proxy, config.vm_rules, self,
+                                      policies=config.policies)
         metrics = config.metrics
         self.metrics = (MetricsServer(metrics.host, metrics.port,
                                       metrics_registry(self.proxy, self.northbound, self.ovsdb,
@@ -101,6 +104,17 @@ class Daemon:
                         if metrics is not None else None)
         self._stopping = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
+
+    def _enforce_policies_without_tags(self, config: Config) -> None:
+        """Policies that need no tags hold from the start. With [ovsdb], the manager makes the
+        policy rules match the tags once it has read them; until then the backup's stand."""
+        untagged = policy_rules(config.policies, None)
+        if self.config.ovsdb is None:
+            self.store.replace_origin(POLICY_ORIGIN, untagged)
+            return
+        for rule in untagged:
+            if self.store.find(rule) is None:
+                self.store.add(rule)
 
     def _restore(self, backup: RuleBackup) -> None:
         path = self.config.backup_path
@@ -241,7 +255,9 @@ class Daemon:
             log.warning("[ovsdb] changes take effect on restart only (attach and detach work at "
                         "run time)")
         if self.ovsdb is not None:
-            self.ovsdb.reload(new.vm_rules)
+            self.ovsdb.reload(new.vm_rules, new.policies)
+        else:
+            self.replace_rules(POLICY_ORIGIN, policy_rules(new.policies, None))
         if (new.controllers != self.config.controllers or new.proxy.miss_timeout_ms != old.miss_timeout_ms
                 or new.proxy.priority_bands != old.priority_bands):
             log.warning("[[controllers]], miss_timeout_ms and priority_bands take effect on restart only")
@@ -313,6 +329,9 @@ class Daemon:
         present = 0
         for record in records:
             rule = record.rule
+            if rule.origin == POLICY_ORIGIN:
+                present += 1  # this host's own policies and tags decide: never imported
+                continue
             if rule.origin == "config":  # this host's config file owns origin "config"
                 rule = dataclasses.replace(rule, origin="import")
             expires_at = record.meta.expires_at
@@ -328,6 +347,9 @@ class Daemon:
         return len(added), present
 
     def add_rule(self, rule: FlowRule) -> int:
+        if rule.priority == POLICY_PRIORITY and self.config.policies:
+            raise PermissionError(f"priority {POLICY_PRIORITY} is reserved for [[policies]]; "
+                                  f"use {POLICY_PRIORITY - 1} or less")
         rule_id = self.store.add(rule)
         self._apply(RuleChange(added=((rule_id, rule),), removed=()))
         log.info("rule %d added (origin %s%s): %s", rule_id, rule.origin,
@@ -335,6 +357,10 @@ class Daemon:
         return rule_id
 
     def remove_rule(self, rule_id: int) -> FlowRule:
+        existing = self.store.get(rule_id)
+        if existing is not None and existing.pinned:
+            raise PermissionError(f"rule {rule_id} enforces a policy: change [[policies]] or the "
+                                  "ports' policy-tags instead")
         rule = self.store.remove(rule_id)  # KeyError for an unknown id
         self._apply(RuleChange(added=(), removed=((rule_id, rule),)))
         log.info("rule %d deleted (origin %s): %s", rule_id, rule.origin, rule.text)

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from .arbiter import Arbiter
 from .bands import (
-    IDENTITY,
+    WHOLE_RANGE,
     Band,
     TableFloor,
     assign_bands,
@@ -64,7 +64,7 @@ from .openflow.framing import (
     RemoteProtocolError,
     error,
 )
-from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn
+from .openflow.packet import NO_BUFFER, OFPR_NO_MATCH, PacketIn, packet_key
 from .proxy import Bridge, Proxy
 from .resolver import MissResolver, Resolution, UnknownBuffer
 from .rules import clock
@@ -90,6 +90,8 @@ LOW_COOKIE = (1 << TAG_SHIFT) - 1
 TAG_MASK = 0xFFFF << TAG_SHIFT
 _MAY_LEARN = frozenset({13, 14, 15})  # PACKET_OUT, FLOW_MOD, GROUP_MOD (1.0: PORT_MOD, no actions)
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
+OFPBRC_EPERM = 5  # the same code in 1.0 and 1.3+
+OFPT_PACKET_OUT = 13  # the same number in every version
 OFPFC_ADD = 0
 RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
 LISTING_TIMEOUT = 5.0  # seconds the bridge may take to list its groups and meters
@@ -479,6 +481,10 @@ class Northbound:
             session.send(switch_side.rewrite_xid(one, xid))
         if put_back_table_miss:
             self.put_back_table_miss(bridge, controller)
+        if (bridge.version == OFP10 and message.type == OFPT_FLOW_MOD and bridge.classifier.pinned
+                and len(message.raw) >= 58 and message.raw[57] != OFPFC_ADD):
+            # 1.0 has no cookie mask: the modify or delete may have reached a policy's flow.
+            self.proxy.repin(bridge)
         return True
 
     def put_back_table_miss(self, bridge: Bridge, controller: str) -> None:
@@ -512,7 +518,10 @@ class Northbound:
         instead of being followed now."""
         raw = message.raw
         put_back_table_miss = False
-        if message.type == OFPT_FLOW_MOD:
+        if message.type == OFPT_PACKET_OUT and bridge.classifier.pinned:
+            if self._denied_by_policy(bridge, controller, message):
+                return None
+        elif message.type == OFPT_FLOW_MOD:
             if _is_table_miss_to_controller(message):
                 # The proxy's own table-miss flow already sends every miss up, whole; the
                 # controller's (ovs-testcontroller's has max_len 128) would replace it and cut
@@ -544,6 +553,28 @@ class Northbound:
             else:
                 put_back_table_miss = self.track_table_floor(bridge, controller, raw)
         return to_send, put_back_table_miss
+
+    def _denied_by_policy(self, bridge: Bridge, controller: str, message: Message) -> bool:
+        """Whether a controller's PACKET_OUT carries a frame that a policy drops where it says
+        the frame came in (then it is refused): a controller may not send what the bridge
+        itself would not let through."""
+        try:
+            packet_out = switch_side.decode_packet_out(bridge.version, message.raw)
+        except RemoteProtocolError:
+            return False  # the bridge refuses it with its own error
+        if not packet_out.data:
+            return False  # a buffered packet came in through the policies already
+        policy = bridge.classifier.pinned_match(packet_key(packet_out.in_port, packet_out.data))
+        if policy is None:
+            return False
+        bridge.counters[f"policy_denied_packet_out:{controller}"] += 1
+        log.warning("%s: controller %s sent a PACKET_OUT (xid %d) of a frame that %s drops; "
+                    "refused", bridge.label, controller, message.xid, policy.text)
+        link = self.links.get(bridge.session, {}).get(controller)
+        if link is not None and link.session is not None and link.session.version:
+            self._to_controller(link, error(link.session.version, message.xid, OFPET_BAD_REQUEST,
+                                            OFPBRC_EPERM, message.raw))
+        return True
 
     def _scope_learns(self, controller: str, raw: bytes, actions_only: bool = False) -> bytes:
         return scope_learns(raw, self.tags[controller] << TAG_SHIFT, TAG_MASK,
@@ -928,7 +959,7 @@ _STATS_COOKIE_AT = {OFP10: 64}
 _STATS_COOKIE_AT_13 = 24
 
 
-def untag_flow_stats(message: Message, tag: int, band: Band = IDENTITY) -> bytes:
+def untag_flow_stats(message: Message, tag: int, band: Band = WHOLE_RANGE) -> bytes:
     """A flow statistics reply with `tag` taken off the cookies of the controller's own flows, so
     that it recognises them (an agent that deletes every cookie it does not own would otherwise
     delete its own flows), and their priorities moved back out of the controller's `band`.

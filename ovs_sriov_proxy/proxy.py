@@ -200,6 +200,9 @@ class Proxy:
         self.counters["bridges_connected"] += 1
         log.info("%s: connected with OpenFlow 0x%02x, %d ports, %d rules apply", bridge.label,
                  ready.version, len(ready.ports), len(bridge.classifier))
+        # Policies first, before any controller is connected to this bridge: the dump that
+        # follows then finds them and keeps them.
+        self.repin(bridge)
         # Flows of an earlier session (or run) may no longer agree with the rules.
         self._start_reconcile(bridge)
         miss = flows.table_miss_flow(bridge.version, xid=session.next_xid())
@@ -413,6 +416,13 @@ class Proxy:
             installed.discard(removed)
             if not installed:
                 del bridge.installed[rule_id]
+        rule = bridge.classifier.get(rule_id)
+        if rule is not None and rule.pinned and removed == (rule.priority, rule.match):
+            # Deleted behind the proxy's back (ovs-ofctl del-flows): a policy stands regardless.
+            log.warning("%s: the flow of %s was removed from the bridge; putting it back",
+                        bridge.label, rule.text)
+            self._pin(bridge, rule_id, rule)
+            return
         answer = bridge.answers.get(rule_id)
         if answer is not None and answer.installed_as == removed:
             answer.recorded = False
@@ -454,8 +464,8 @@ class Proxy:
                 self._send_cover(bridge, rule_id, rule)
 
     def _send_cover(self, bridge: Bridge, rule_id: int, rule: FlowRule) -> None:
-        if rule.origin in self.learned_origins:
-            return
+        if rule.origin in self.learned_origins or rule.pinned:
+            return  # on the bridge already: its controller's flow, or pinned
         session = bridge.session
         try:
             message = flows.flow_add(
@@ -479,6 +489,7 @@ class Proxy:
 
     def apply_rule_change(self, change: RuleChange) -> None:
         """Bring every connected bridge in line with a change of the store."""
+        unpinned = {(rule.priority, rule.match) for _, rule in change.removed if rule.pinned}
         for bridge in self.bridges.values():
             for rule_id, _ in change.removed:
                 bridge.answers.pop(rule_id, None)
@@ -486,14 +497,25 @@ class Proxy:
                 self._delete_rule_flows(bridge, rule_id)
                 if bridge.covered:
                     self._delete_cover(bridge, rule_id)
-            if change.added:
-                # Cached answers of rules that now have a new rule above them are stale.
+            if unpinned:
+                # Two policies may pin the same flow (one per bridge, one for all): deleting
+                # one's by its cookie took the other's flow too.
+                for rule_id, rule in bridge.classifier.pinned_rules():
+                    if (rule.priority, rule.match) in unpinned:
+                        self._pin(bridge, rule_id, rule)
+            if any(not rule.pinned for _, rule in change.added):
+                # Cached answers of rules that now have a new rule above them are stale (a
+                # pinned rule hides no answer: its flow is always above, on the bridge).
                 bridge.answers.clear()
             for rule_id, rule in change.added:
-                if rule.applies_to(bridge.name):
-                    self._delete_shadowing_flows(bridge, rule)
-                    if bridge.covered:
-                        self._send_cover(bridge, rule_id, rule)
+                if not rule.applies_to(bridge.name):
+                    continue
+                if rule.pinned:
+                    self._pin(bridge, rule_id, rule)
+                    continue
+                self._delete_shadowing_flows(bridge, rule)
+                if bridge.covered:
+                    self._send_cover(bridge, rule_id, rule)
 
     def _delete_rule_flows(self, bridge: Bridge, rule_id: int) -> None:
         installed = bridge.installed.pop(rule_id, set())
@@ -613,14 +635,42 @@ class Proxy:
         return not any(above.match.overlaps(match) for above in
                        bridge.classifier.overlapping_above(rule_id))
 
+    def repin(self, bridge: Bridge) -> None:
+        """Install every pinned rule's flow on the bridge (again): on connect, and on OpenFlow
+        1.0 after a controller's modify or delete, which 1.0 cannot keep off the proxy's
+        flows by cookie."""
+        for rule_id, rule in bridge.classifier.pinned_rules():
+            self._pin(bridge, rule_id, rule)
+
+    def _pin(self, bridge: Bridge, rule_id: int, rule: FlowRule) -> None:
+        """Install a pinned rule's flow (a policy's drop) now, not when a miss asks for it."""
+        session = bridge.session
+        try:
+            message = flows.flow_add(bridge.version, rule.match, rule.actions,
+                                     priority=rule.priority, cookie=cookie_for(rule_id),
+                                     xid=session.next_xid())
+        except flows.Unrepresentable as exc:
+            bridge.counters["unpinnable"] += 1
+            log.error("%s: %s cannot be installed in OpenFlow 0x%02x: %s", bridge.label,
+                      rule.text, bridge.version, exc)
+            return
+        session.send(message)
+        bridge.installed.setdefault(rule_id, set()).add((rule.priority, rule.match))
+        bridge.counters["pinned_flows"] += 1
+
     def _reinstall_learned(self, bridge: Bridge) -> None:
         """Learned rules stood on the bridge as the controller's flows: put back those missing
-        (after an OVS restart, all), with what is left of their hard timeouts. Local rules are
+        (after an OVS restart, all), with what is left of their hard timeouts. Pinned rules
+        (policies) stand on the bridge always: put those missing. Other local rules are
         installed on demand, as always."""
         now = clock.now()
         session = bridge.session
         present = bridge.reconcile_present
         for rule_id, rule in bridge.classifier.rules():
+            if rule.pinned:
+                if rule_id not in bridge.installed:
+                    self._pin(bridge, rule_id, rule)
+                continue
             if (not is_learned(rule) or rule_id in bridge.installed
                     or rule_id in bridge.unconfirmed or (rule.priority, rule.match) in present):
                 continue  # on the bridge already (perhaps as its controller's flow), or in doubt

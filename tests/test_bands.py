@@ -14,8 +14,9 @@ from os_ken.ofproto import ofproto_v1_3 as of13
 from os_ken.ofproto import ofproto_v1_3_parser as p13
 
 from ovs_sriov_proxy.bands import (
-    IDENTITY,
     MAX_PRIORITY,
+    TOP_CONTROLLER_PRIORITY,
+    WHOLE_RANGE,
     Band,
     TableFloor,
     assign_bands,
@@ -65,18 +66,25 @@ def decoded13(raw: bytes):
 
 
 def test_one_controller_owns_the_whole_range_and_nothing_is_remapped() -> None:
-    assert assign_bands(["faucet"]) == {"faucet": IDENTITY}
+    assert assign_bands(["faucet"]) == {"faucet": WHOLE_RANGE}
     raw = add13(4096).raw
-    assert remap_flow_mod(OFP13, raw, IDENTITY) == (raw, False)
+    assert remap_flow_mod(OFP13, raw, WHOLE_RANGE) == (raw, False)
+
+
+def test_priority_65535_is_kept_for_the_policies_even_for_a_controller_alone() -> None:
+    for band in (*assign_bands(["faucet"]).values(), *assign_bands(["a", "b"], "off").values(),
+                 assign_bands(["a", "b"])["a"]):
+        raw, clamped = remap_flow_mod(OFP13, add13(MAX_PRIORITY).raw, band)
+        assert clamped and decoded13(raw).priority <= TOP_CONTROLLER_PRIORITY == 65534
 
 
 def test_bands_are_stacked_by_primacy_and_cover_the_range() -> None:
     bands = assign_bands(["best", "middle", "last"])
     assert bands["last"] == Band(0, 21844)
     assert bands["middle"] == Band(21845, 43689)
-    assert bands["best"] == Band(43690, MAX_PRIORITY)  # the top band takes the remainder
-    assert assign_bands(["a", "b"]) == {"a": Band(32768, MAX_PRIORITY), "b": Band(0, 32767)}
-    assert assign_bands(["a", "b"], "off") == {"a": IDENTITY, "b": IDENTITY}
+    assert bands["best"] == Band(43690, 65534)  # the top band takes the remainder, less 65535
+    assert assign_bands(["a", "b"]) == {"a": Band(32768, 65534), "b": Band(0, 32767)}
+    assert assign_bands(["a", "b"], "off") == {"a": WHOLE_RANGE, "b": WHOLE_RANGE}
     with pytest.raises(ValueError):
         assign_bands(["a"], "sometimes")
 
@@ -341,7 +349,7 @@ def test_flows_a_learn_action_installs_get_the_controllers_tag_and_band() -> Non
     flow10 = p10.OFPFlowMod(dp10, match=p10.OFPMatch(in_port=1), cookie=0, command=0,
                             priority=5, actions=[learn_action(p10, cookie=tag | 0xCD)])
     flow10.serialize()
-    scoped10 = scope_learns(bytes(flow10.buf), 0x4300 << 48, mask, IDENTITY)
+    scoped10 = scope_learns(bytes(flow10.buf), 0x4300 << 48, mask, WHOLE_RANGE)
     learn10 = p10.OFPFlowMod.parser(dp10, 1, 14, len(scoped10), 0, scoped10).actions[0]
     assert (learn10.cookie, learn10.priority) == (0x4300 << 48 | 0xCD, 7)  # its own tag wins
 

@@ -108,7 +108,7 @@ vm = "instance-1"
 def test_new_config_classes_document_every_field() -> None:
     tree = ast.parse(inspect.getsource(config_module))
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name in ("OvsdbConfig", "VmRule"):
+        if isinstance(node, ast.ClassDef) and node.name in ("OvsdbConfig", "VmRule", "PolicyConfig"):
             body = node.body
             for index, item in enumerate(body):
                 if isinstance(item, ast.AnnAssign):

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import VM_ORIGIN, OvsdbConfig, ProxyConfig, VmRule
-from ..rules.model import FlowRule
+from ..config import VM_ORIGIN, OvsdbConfig, PolicyConfig, ProxyConfig, VmRule
+from ..policies import policy_rules
+from ..rules.model import POLICY_ORIGIN, FlowRule
 from ..rules.store import RuleChange
 from . import memory, offload
 from .idl import BridgeNotFound, OvsdbClient, OvsdbUnavailable, configure_tls, tls_failure
@@ -49,10 +50,16 @@ class RuleHost(Protocol):
 
 class OvsdbManager:
     def __init__(self, config: OvsdbConfig, proxy: ProxyConfig, vm_templates: Sequence[VmRule],
-                 host: RuleHost, *, client_factory: Any = OvsdbClient) -> None:
+                 host: RuleHost, *, client_factory: Any = OvsdbClient,
+                 policies: Sequence[PolicyConfig] = ()) -> None:
         self.config = config
         self.host = host
         self.vm_templates = tuple(vm_templates)
+        self.policies = tuple(policies)
+        # What the last sync made the policy rules (None: none yet, and a restored backup may
+        # hold an earlier config's). Only this manager changes them, so an unchanged list
+        # needs no pass over the whole store.
+        self._policy_rules: list[FlowRule] | None = None
         self.memory_path = Path(proxy.state_dir) / memory.FILE_NAME
         self.desired = desired_settings(config, proxy.listen[0], proxy.protocols)
         self.client = client_factory(config.remote, self._from_idl_thread)
@@ -161,6 +168,7 @@ class OvsdbManager:
             for bridge, name, ofport in added:
                 log.info("%s: port %s (ofport %d) appeared", bridge, name, ofport)
         self._sync_vm_rules()
+        self._sync_policies()  # on every change: tags change without a port coming or going
 
     def _sync_vm_rules(self) -> None:
         if self.state is None or (not self.vm_templates and not self._has_vm_rules()):
@@ -174,10 +182,26 @@ class OvsdbManager:
     def _has_vm_rules(self) -> bool:
         return any(rule.origin == VM_ORIGIN for _, rule in self.host.rules())
 
-    def reload(self, vm_templates: Sequence[VmRule]) -> None:
-        """New VM-scoped rules from a reloaded config file."""
+    def _sync_policies(self) -> None:
+        if self.state is None:
+            return  # the tags are unknown: the rules of the last run (from the backup) stand
+        wanted = policy_rules(self.policies, self.state)
+        if wanted == self._policy_rules:
+            return
+        self._policy_rules = wanted
+        change = self.host.replace_rules(POLICY_ORIGIN, wanted)
+        for _, rule in change.added:
+            log.info("%s: %s", rule.bridge or "every bridge", rule.text)
+        for _, rule in change.removed:
+            log.info("%s: no longer enforced: %s", rule.bridge or "every bridge", rule.text)
+
+    def reload(self, vm_templates: Sequence[VmRule],
+               policies: Sequence[PolicyConfig] = ()) -> None:
+        """New VM-scoped rules and policies from a reloaded config file."""
         self.vm_templates = tuple(vm_templates)
+        self.policies = tuple(policies)
         self._sync_vm_rules()
+        self._sync_policies()
 
     # ---- attachments
 

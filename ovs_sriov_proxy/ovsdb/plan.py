@@ -25,12 +25,12 @@ from typing import Literal
 
 from ..config import VM_ORIGIN, OvsdbConfig, VmRule
 from ..rules.flowparse import format_flow
-from ..rules.model import FlowRule, Match, Output
+from ..rules.model import POLICY_ORIGIN, FlowRule, Match, Output
 from ..targets import PassiveTarget
 from .model import ATTACHED_MAC, BridgeSettings, ControllerSpec, InterfaceRow, OvsState
 
 OUT_OF_BAND = "out-of-band"
-PROTECTED_ORIGINS = frozenset({"config", VM_ORIGIN})  # the config file decides about these
+PROTECTED_ORIGINS = frozenset({"config", VM_ORIGIN, POLICY_ORIGIN})  # the config decides these
 
 Reason = Literal["attach", "repair", "detach"]
 

@@ -56,6 +56,7 @@ class Classifier:
         self._sequence = 0
         self._dependents: dict[int, tuple[_Entry, ...]] = {}
         self._stale_order = False  # subtables re-sorted on the next lookup, not on every add
+        self._pinned: dict[int, FlowRule] = {}  # the pinned rules (policies), by id
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -66,6 +67,21 @@ class Classifier:
     def rules(self) -> Iterator[tuple[int, FlowRule]]:
         for entry in self._entries.values():
             yield entry.rule_id, entry.rule
+
+    @property
+    def pinned(self) -> int:
+        """How many pinned rules (policies) apply here."""
+        return len(self._pinned)
+
+    def pinned_rules(self) -> list[tuple[int, FlowRule]]:
+        return list(self._pinned.items())
+
+    def pinned_match(self, key: int) -> FlowRule | None:
+        """The first pinned rule that a packet key matches (they are few: a plain scan)."""
+        for rule in self._pinned.values():
+            if rule.match.matches(key):
+                return rule
+        return None
 
     def get(self, rule_id: int) -> FlowRule | None:
         entry = self._entries.get(rule_id)
@@ -86,10 +102,13 @@ class Classifier:
         if entry.rank > subtable.best_rank:
             subtable.best_rank = entry.rank
         self._entries[rule_id] = entry
+        if rule.pinned:
+            self._pinned[rule_id] = rule
         self._reorder()
 
     def remove(self, rule_id: int) -> FlowRule:
         entry = self._entries.pop(rule_id)
+        self._pinned.pop(rule_id, None)
         subtable = self._subtables[entry.rule.match.mask]
         bucket = subtable.buckets[entry.rule.match.value]
         bucket.remove(entry)
@@ -153,7 +172,8 @@ class Classifier:
                 candidates = tuple(b for v, b in subtable.buckets.items()
                                    if not (v ^ match.value) & common)
             for bucket in candidates:
-                found.extend(e for e in bucket if e.rank > entry.rank)
+                # A pinned rule is always on the bridge, above: no flow can hide it.
+                found.extend(e for e in bucket if e.rank > entry.rank and not e.rule.pinned)
         result = tuple(found)
         self._dependents[entry.rule_id] = result
         return result

@@ -113,6 +113,9 @@ def canonical_actions(actions: tuple[Action, ...]) -> tuple[Action, ...]:
                  for a in actions)
 
 
+POLICY_ORIGIN = "policy"  # the origin of the rules that enforce [[policies]]
+
+
 @dataclass(frozen=True, slots=True)
 class FlowRule:
     """One rule of the proxy's store.
@@ -133,6 +136,12 @@ class FlowRule:
 
     def applies_to(self, bridge: str) -> bool:
         return self.bridge is None or self.bridge == bridge
+
+    @property
+    def pinned(self) -> bool:
+        """Stands on the bridge from the moment it connects, instead of when a miss asks for it
+        (a policy's drop, policies.py)."""
+        return self.origin == POLICY_ORIGIN
 
     def __hash__(self) -> int:
         # Over a subset of the compared fields (equal rules still hash equal): the generated

@@ -23,13 +23,13 @@ from typing import NamedTuple, Protocol
 
 from . import clock
 from .classifier import Classifier
-from .model import FlowRule
+from .model import POLICY_ORIGIN, FlowRule
 
 PROXY_COOKIE_TAG = 0x5052 << 48  # "PR": flows the proxy installed from its own rules
 COOKIE_TAG_MASK = 0xFFFF << 48
 RULE_ID_MASK = (1 << 48) - 1  # the cookie's low 48 bits: ids never run out, nor wrap
 # Origins of rules the operator made; any other origin is the controller a rule was learned from.
-LOCAL_ORIGINS = frozenset({"config", "cli", "import", "vm"})
+LOCAL_ORIGINS = frozenset({"config", "cli", "import", "vm", POLICY_ORIGIN})
 
 
 def is_learned(rule: FlowRule) -> bool:

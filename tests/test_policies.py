@@ -1,0 +1,281 @@
+"""Network policies: the [[policies]] config, the drop rules they become for an OVSDB state,
+and how those rules rank among the proxy's others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ovs_sriov_proxy.config import ConfigError, OvsdbConfig, PolicyConfig, ProxyConfig, parse_config
+from ovs_sriov_proxy.ovsdb.manager import OvsdbManager
+from ovs_sriov_proxy.ovsdb.model import BridgeRow, BridgeSettings, InterfaceRow, OvsState
+from ovs_sriov_proxy.policies import interface_tags, policy_rules
+from ovs_sriov_proxy.rules.classifier import Classifier
+from ovs_sriov_proxy.rules.flowparse import format_flow, parse_flow, parse_match
+from ovs_sriov_proxy.rules.model import POLICY_ORIGIN
+from ovs_sriov_proxy.rules.store import RuleStore
+from ovs_sriov_proxy.targets import parse_passive
+
+from .test_ovsdb_manager import FakeClient, Host, settle
+
+OVSDB = '[ovsdb]\nremote = "unix:/nowhere"\n'
+WEB_MAC, DB_MAC = "fa:16:3e:00:00:02", "fa:16:3e:00:00:03"
+
+
+def iface(name: str, ofport: int | None, tags: str = "", mac: str = "") -> InterfaceRow:
+    ids = [(key, value) for key, value in (("attached-mac", mac), ("policy-tags", tags)) if value]
+    return InterfaceRow(name, ofport, "dummy", tuple(ids))
+
+
+def host_state(*bridges: BridgeRow) -> OvsState:
+    return OvsState({b.name: b for b in bridges})
+
+
+BR_INT = BridgeRow("br-int", BridgeSettings(), (
+    iface("vf1", 1, "pci"),
+    iface("vf2", 2, "web", WEB_MAC),
+    iface("vf3", 3, "pci, db", DB_MAC.upper()),  # a MAC is compared without case
+    iface("vf4", None, "pci"),  # no port number yet: nothing to match on
+))
+BR_EX = BridgeRow("br-ex", BridgeSettings(), (iface("uplink", 1, "pci"),))
+
+
+def texts(rules) -> list[str]:
+    return [f"{rule.bridge} {format_flow(rule)}" for rule in rules]
+
+
+# ---- config ----
+
+
+def test_policies_in_the_config() -> None:
+    config = parse_config(OVSDB + """
+[[policies]]
+name = "pci-to-web"
+from_tag = "pci"
+to_tag = "web"
+match = "tcp"
+bridge = "br-int"
+
+[[policies]]
+name = "no-smtp"
+match = "tcp,tp_dst=25"
+""")
+    assert config.policies == (
+        PolicyConfig("pci-to-web", "pci", "web", parse_match("tcp"), "tcp", "br-int"),
+        PolicyConfig("no-smtp", None, None, parse_match("tcp,tp_dst=25"), "tcp,tp_dst=25"),
+    )
+
+
+@pytest.mark.parametrize(("text", "line", "key", "problem"), [
+    (OVSDB + '[[policies]]\nname = "p"\n', 3, "policies[0]",
+     "a policy needs from_tag, to_tag or match (or it would drop everything)"),
+    ('[[policies]]\nname = "p"\nfrom_tag = "pci"\n', 1, "policies[0]",
+     "tags are read from OVSDB: add an [ovsdb] table"),
+    (OVSDB + '[[policies]]\nfrom_tag = "pci"\n', 3, "policies[0].name", "required key is missing"),
+    (OVSDB + '[[policies]]\nname = "p"\nfrom_tag = "a b"\n', 5, "policies[0].from_tag",
+     "'a b' is not a tag (use letters, digits, '_', '.', '-')"),
+    (OVSDB + '[[policies]]\nname = "p"\nfrom_tag = "a"\nmatch = "in_port=3"\n', 6,
+     "policies[0].match", "from_tag sets in_port: remove it from the match"),
+    (OVSDB + '[[policies]]\nname = "p"\nto_tag = "a"\nmatch = "dl_dst=fa:16:3e:00:00:01"\n', 6,
+     "policies[0].match", "to_tag sets eth_dst: remove it from the match"),
+    (OVSDB + '[[policies]]\nname = "p"\nmatch = "tcp actions=drop"\n', 5, "policies[0].match",
+     "a match takes no actions at column 5"),
+    (OVSDB + '[[policies]]\nname = "p"\nmatch = "tcp"\naction = "allow"\n', 6,
+     "policies[0].action",
+     "unknown key (expected one of: name, from_tag, to_tag, match, bridge)"),
+    (OVSDB + '[[policies]]\nname = "p"\nmatch = "tcp"\n[[policies]]\nname = "p"\nmatch = "udp"\n',
+     7, "policies[1].name", "duplicate policy name 'p'"),
+    (OVSDB + '[[policies]]\nname = "p"\nmatch = ""\n', 5, "policies[0].match",
+     "matches every packet: a policy must narrow it"),
+    # The second entry's own key and line, though the first one is refused.
+    ('[[policies]]\nname = "bad name"\n[[policies]]\nname = "p"\nto_tag = "web"\n', 2,
+     "policies[0].name", "'bad name' is not a name (use letters, digits, '_', '.', '-')"),
+    ('[[policies]]\nname = "ok"\nmatch = "udp"\n[[policies]]\nname = "p"\nto_tag = "web"\n', 4,
+     "policies[1]", "tags are read from OVSDB: add an [ovsdb] table"),
+    ('[[rules]]\nflow = "priority=65535,tcp actions=drop"\n[[policies]]\nname = "p"\nmatch = "udp"\n',
+     2, "rules[0].flow", "priority 65535 is reserved for [[policies]]; use 65534 or less"),
+])
+def test_policy_errors(text: str, line: int, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "proxy.toml")
+    assert (caught.value.line, caught.value.key, caught.value.problem) == (line, key, problem)
+
+
+def test_priority_65535_is_free_for_rules_without_policies() -> None:
+    config = parse_config('[[rules]]\nflow = "priority=65535,tcp actions=drop"\n')
+    assert config.rules[0].priority == 65535
+
+
+# ---- rules from tags ----
+
+
+def test_tags_are_separated_by_commas_or_spaces() -> None:
+    assert interface_tags(iface("x", 1, "pci, web db,,")) == {"pci", "web", "db"}
+    assert interface_tags(iface("x", 1)) == frozenset()
+
+
+def test_a_policy_becomes_one_drop_per_tagged_port_and_target_mac() -> None:
+    policy = PolicyConfig("pci-to-web", "pci", "web", parse_match("tcp"), "tcp")
+    rules = policy_rules([policy], host_state(BR_INT, BR_EX))
+    assert texts(rules) == [
+        "br-ex priority=65535,in_port=1,tcp,dl_dst=fa:16:3e:00:00:02 actions=drop",
+        "br-int priority=65535,in_port=1,tcp,dl_dst=fa:16:3e:00:00:02 actions=drop",
+        "br-int priority=65535,in_port=3,tcp,dl_dst=fa:16:3e:00:00:02 actions=drop",
+    ]
+    assert all(r.origin == POLICY_ORIGIN and r.pinned and r.actions == () for r in rules)
+    assert rules[0].text.startswith("policy pci-to-web: priority=65535,in_port=1,")
+
+
+def test_bridge_scope_one_sided_policies_and_policies_without_tags() -> None:
+    state = host_state(BR_INT, BR_EX)
+    scoped = PolicyConfig("p", "pci", None, bridge="br-int")
+    assert texts(policy_rules([scoped], state)) == [
+        "br-int priority=65535,in_port=1 actions=drop",
+        "br-int priority=65535,in_port=3 actions=drop"]
+    to_db = PolicyConfig("to-db", None, "db")
+    assert texts(policy_rules([to_db], state)) == [  # the MAC of a port on br-int, on both
+        "br-ex priority=65535,dl_dst=fa:16:3e:00:00:03 actions=drop",
+        "br-int priority=65535,dl_dst=fa:16:3e:00:00:03 actions=drop"]
+    smtp = PolicyConfig("no-smtp", match=parse_match("tcp,tp_dst=25"), match_text="tcp,tp_dst=25")
+    expected = ["None priority=65535,tcp,tp_dst=25 actions=drop"]
+    assert texts(policy_rules([smtp], state)) == expected
+    # Before OVSDB was read only policies without tags can be enforced.
+    assert texts(policy_rules([scoped, to_db, smtp], None)) == expected
+    # A tag on no port, or targets without a MAC: nothing to drop.
+    assert policy_rules([PolicyConfig("p", "pci", "nobody")], state) == []
+    assert policy_rules([PolicyConfig("p", "nobody", None)], state) == []
+
+
+def test_the_same_drop_from_two_policies_is_one_rule() -> None:
+    a = PolicyConfig("a", "pci", None, bridge="br-ex")
+    b = PolicyConfig("b", "pci", None, bridge="br-ex")
+    rules = policy_rules([a, b], host_state(BR_EX))
+    assert len(rules) == 1 and rules[0].text.startswith("policy a:")
+
+
+# ---- among the other rules ----
+
+
+def test_a_pinned_rule_neither_narrows_the_rules_below_it_nor_loses_a_lookup() -> None:
+    classifier = Classifier()
+    [drop] = policy_rules([PolicyConfig("p", match=parse_match("tcp,tp_dst=25"),
+                                        match_text="tcp,tp_dst=25")], None)
+    classifier.add(1, drop)
+    classifier.add(2, parse_flow("priority=100,tcp actions=output:2"))
+    classifier.add(3, parse_flow("priority=65534,tcp,tp_dst=25 actions=output:3"))
+    # On the bridge the policy's flow is always present, above: rule 2 needs no narrowing.
+    assert classifier.overlapping_above(2) == (classifier.get(3),)
+    assert classifier.overlapping_above(3) == ()
+    assert classifier.pinned == 1
+    store = RuleStore()
+    rule_id = store.add(drop)
+    assert store.classifier("br0").pinned == 1
+    store.remove(rule_id)
+    assert store.classifier("br0").pinned == 0
+
+
+def test_policy_rules_follow_the_tags_in_ovsdb(tmp_path: Path) -> None:
+    policy = PolicyConfig("quarantine", "quarantine", None)
+
+    async def scenario() -> None:
+        host = Host()
+        clients: list[FakeClient] = []
+
+        def factory(remote: str, on_state: Callable[[OvsState | None], None]) -> FakeClient:
+            clients.append(FakeClient(remote, on_state))
+            return clients[-1]
+
+        manager = OvsdbManager(
+            OvsdbConfig(remote="unix:/nowhere", bridges=(), vswitchd_ctl=None),
+            ProxyConfig(listen=(parse_passive("ptcp:6653:127.0.0.1"),), state_dir=tmp_path),
+            (), host, client_factory=factory, policies=(policy,))
+        client = clients[0]
+        client.bridges["br0"] = BridgeRow("br0", BridgeSettings(), (iface("vf1", 1), iface("vf2", 2)))
+
+        def policy_texts() -> list[str]:
+            return sorted(format_flow(r) for _, r in host.rules() if r.origin == POLICY_ORIGIN)
+
+        await manager.start()
+        await settle(lambda: manager.connected, "connected")
+        assert policy_texts() == []
+        client.bridges["br0"] = BridgeRow("br0", BridgeSettings(),
+                                          (iface("vf1", 1), iface("vf2", 2, "quarantine")))
+        client.publish()  # the operator tags vf2: no port came or went
+        await settle(lambda: policy_texts() == ["priority=65535,in_port=2 actions=drop"],
+                     "vf2 quarantined")
+        manager.reload((), ())  # the policy leaves the config
+        assert policy_texts() == []
+        manager.reload((), (policy,))
+        assert policy_texts() == ["priority=65535,in_port=2 actions=drop"]
+        await manager.stop()
+
+    asyncio.run(scenario())
+
+
+# ---- on a bridge (the proxy core over a real SwitchSession, no sockets) ----
+
+
+def _policy(name: str, match: str, bridge: str | None = None) -> PolicyConfig:
+    return PolicyConfig(name, match=parse_match(match), match_text=match, bridge=bridge)
+
+
+def test_policies_are_on_the_bridge_before_anything_asks_and_stay_there() -> None:
+    from os_ken.ofproto import ofproto_v1_3 as of13
+
+    from ovs_sriov_proxy.openflow.framing import OFP13, OFPT_FLOW_MOD
+    from ovs_sriov_proxy.proxy import Proxy
+    from ovs_sriov_proxy.rules.store import PROXY_COOKIE_TAG
+    from ovs_sriov_proxy.sessions.switch import FlowRemoved, SessionTiming, SwitchSession
+
+    from .test_proxy_core import DP, flow_mod, sent
+    from .test_switch_session import handshake_13
+
+    store = RuleStore()
+    store.replace_origin(POLICY_ORIGIN, policy_rules([_policy("smtp", "tcp,tp_dst=25")], None))
+    store.replace_origin("config", [parse_flow("priority=100,tcp actions=output:2")])
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
+    proxy.handle_events(session, handshake_13(session))
+    first = [m for m in sent(session) if m.type == OFPT_FLOW_MOD]
+    # The policy's drop goes first, before the reconcile's dump and the table-miss flow.
+    pin = flow_mod(first[0])
+    assert (pin.priority, dict(pin.match.items()), pin.instructions) == (
+        65535, {"eth_type": 0x0800, "ip_proto": 6, "tcp_dst": 25}, [])
+    bridge = next(iter(proxy.bridges.values()))
+    [(policy_id, policy)] = bridge.classifier.pinned_rules()
+    assert pin.cookie == PROXY_COOKIE_TAG | policy_id
+
+    # Deleted behind the proxy's back: put back. Removed with its rule: not.
+    removed = of13_removed(DP, pin.cookie, pin.match)
+    proxy.handle_events(session, [FlowRemoved(removed)])
+    [again] = [flow_mod(m) for m in sent(session)]
+    assert (again.command, again.cookie, again.priority) == (of13.OFPFC_ADD, pin.cookie, 65535)
+
+    # A second policy pins the same flow on this bridge only; when it goes, its delete (by
+    # cookie) took the shared flow, so the first policy's is put back.
+    both = [_policy("smtp", "tcp,tp_dst=25"), _policy("smtp-here", "tcp,tp_dst=25", "br-int")]
+    change = store.replace_origin(POLICY_ORIGIN, policy_rules(both, None))
+    proxy.apply_rule_change(change)
+    [added] = [flow_mod(m) for m in sent(session)]
+    assert added.command == of13.OFPFC_ADD and added.priority == 65535
+    change = store.replace_origin(POLICY_ORIGIN, policy_rules(both[:1], None))
+    proxy.apply_rule_change(change)
+    delete, repin = (flow_mod(m) for m in sent(session))
+    assert delete.command == of13.OFPFC_DELETE and delete.cookie == added.cookie
+    assert (repin.command, repin.cookie) == (of13.OFPFC_ADD, pin.cookie)
+
+    # The rule gone: its FLOW_REMOVED puts nothing back.
+    proxy.apply_rule_change(store.replace_origin(POLICY_ORIGIN, []))
+    [delete] = [flow_mod(m) for m in sent(session)]
+    proxy.handle_events(session, [FlowRemoved(of13_removed(DP, pin.cookie, pin.match))])
+    assert sent(session) == []
+
+
+def of13_removed(dp, cookie: int, match):
+    from os_ken.ofproto import ofproto_v1_3_parser
+
+    return ofproto_v1_3_parser.OFPFlowRemoved(dp, cookie=cookie, priority=65535, reason=2,
+                                              table_id=0, match=match)
