@@ -17,6 +17,7 @@ def test_lab_runs_and_every_probe_behaves(tmp_path) -> None:
     assert "hit on the bridge's flow: no miss" in text  # the repeated frame cost no miss
     assert "miss: proxy installed priority=200,udp,tp_dst=5060 actions=output:4" in text
     assert "hw-offload=\"true\"" in text
+    assert "TFTP: policy no-tftp)" in text and "dropped on the bridge by the policy's flow" in text
     assert "learning-switch answered" in text  # no rule covered it: the upstream controller did
     assert "won_by:learning-switch=1" in text  # and the proxy's own counters say so
 

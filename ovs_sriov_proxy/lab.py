@@ -2,8 +2,8 @@
 
 Builds a sandboxed Open vSwitch (dummy datapath, hw-offload on) with a bridge shaped like a
 hypervisor's br-int — an uplink and three VF representors — starts the proxy as its controller
-with sample rules and a sample upstream controller (ovs-testcontroller, a learning switch) for
-what the rules do not cover, sends traffic, and prints what happened: where each frame left,
+with sample rules, a sample network policy and a sample upstream controller (ovs-testcontroller,
+a learning switch) for what the rules do not cover, sends traffic, and prints what happened: where each frame left,
 whether it cost a miss, who answered it, the flows on the bridge and the proxy's own counters.
 Then it cleans up.
 """
@@ -45,6 +45,10 @@ SAMPLE_RULES = (
     ("SIP to the voice VF", "priority=200,udp,tp_dst=5060 actions=output:4"),
 )
 
+# A network policy: dropped on the bridge whatever a rule or a controller says. (Policies can
+# also name ports by tags in OVSDB; the lab has no [ovsdb], so this one names traffic only.)
+SAMPLE_POLICY = ("no-tftp", "udp,tp_dst=69")
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -53,6 +57,7 @@ class Probe:
     frame: bytes
     expect: tuple[str, ...]  # the ports it should leave by; () for dropped
     via_controller: bool = False  # no rule covers it: the upstream controller answers
+    by_policy: bool = False  # the policy's flow drops it on the bridge
 
 
 def _probes() -> list[Probe]:
@@ -65,6 +70,8 @@ def _probes() -> list[Probe]:
         Probe("VM0 -> fabric again (same flow)", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 53),
               ("uplink",)),
         Probe("VM1 -> fabric (NTP)", "vf1-rep", udp("vf1-rep", GATEWAY_MAC, 123), ("uplink",)),
+        Probe(f"VM1 -> fabric (TFTP: policy {SAMPLE_POLICY[0]})", "vf1-rep",
+              udp("vf1-rep", GATEWAY_MAC, 69), (), by_policy=True),
         Probe("VM0 -> SIP server", "vf0-rep", udp("vf0-rep", GATEWAY_MAC, 5060), ("vf2-rep",)),
         Probe("fabric -> VM1", "uplink", udp("uplink", VM_MAC["vf1-rep"], 8080), ("vf1-rep",)),
         Probe("fabric -> unknown MAC (no rule: controller)", "uplink",
@@ -80,6 +87,8 @@ def _config(port: int, state_dir: Path, controller_port: int) -> str:
         if comment:
             lines.append(f"# {comment}")
         lines += ["[[rules]]", f'flow = "{flow}"', ""]
+    lines += ["# Dropped whatever any rule or controller says.", "[[policies]]",
+              f'name = "{SAMPLE_POLICY[0]}"', f'match = "{SAMPLE_POLICY[1]}"', ""]
     lines += ["# What the rules do not cover goes to the upstream controller.", "[[controllers]]",
               f'name = "{CONTROLLER}"', f'target = "tcp:127.0.0.1:{controller_port}"', ""]
     return "\n".join(lines)
@@ -89,10 +98,16 @@ def _tx_counts(ovs: OvsSandbox) -> dict[str, int]:
     return {name: ovs.port_tx_packets(BRIDGE, number) for name, number in PORTS.items()}
 
 
+def _policy_drops(ovs: OvsSandbox) -> int:
+    """Packets the policy's flow (priority 65535) dropped."""
+    return sum(int(flow.info.get("n_packets", 0)) for flow in ovs.dump_flows(BRIDGE)
+               if flow.match.get("priority") == 65535)
+
+
 def _misses(ovs: OvsSandbox) -> int:
     """Packets the bridge sent to its controller: the table-miss flow's packet count."""
     for flow in ovs.dump_flows(BRIDGE):
-        if flow.info.get("priority") == 0 and not flow.match:
+        if flow.match == {"priority": 0}:  # ovs.flow keeps the priority with the match
             return int(flow.info.get("n_packets", 0))
     return 0
 
@@ -136,7 +151,7 @@ def run_lab(workdir: Path | None, *, keep: bool = False, out: TextIO = sys.stdou
             for probe in _probes():
                 failures += _send(ovs, probe, out)
             print("\nlab: flows on the bridge (cookie 0x5052... = installed by the proxy from its "
-                  "rules, 0x4300... = installed by the upstream controller):", file=out)
+                  "rules and policies, 0x4300... = installed by the upstream controller):", file=out)
             for line in ovs.ofctl("-O", "OpenFlow13", "dump-flows", BRIDGE, "--no-stats").splitlines():
                 print(f"  {line.strip()}", file=out)
             print("\nlab: the proxy's own view (ovs-appctl -t STATE/proxy.ctl proxy/show):", file=out)
@@ -162,11 +177,14 @@ def _proxy_flows(ovs: OvsSandbox) -> set[str]:
 
 def _send(ovs: OvsSandbox, probe: Probe, out: TextIO) -> int:
     before, flows_before, misses_before = _tx_counts(ovs), _proxy_flows(ovs), _misses(ovs)
+    dropped_before = _policy_drops(ovs)
     ovs.inject(probe.in_port, probe.frame)
 
     def settled() -> dict[str, int] | None:
         now = _tx_counts(ovs)
         moved = {name: now[name] - before[name] for name in now if now[name] != before[name]}
+        if probe.by_policy:  # the drop flow's counter (slow to update) shows the drop
+            return moved if moved or _policy_drops(ovs) > dropped_before else None
         if not probe.expect:
             # Nothing leaves; the table-miss flow's counter (slow to update) shows the miss.
             return moved if moved or _misses(ovs) > misses_before else None
@@ -178,7 +196,10 @@ def _send(ovs: OvsSandbox, probe: Probe, out: TextIO) -> int:
         moved = {}
     # The proxy installs a flow before it releases the packet: a new flow means a miss.
     new_flows = _proxy_flows(ovs) - flows_before
-    if new_flows:
+    policy_held = _policy_drops(ovs) > dropped_before and not new_flows
+    if probe.by_policy:
+        how = "dropped on the bridge by the policy's flow: no miss" if policy_held else "policy NOT applied"
+    elif new_flows:
         how = "miss: proxy installed " + "; ".join(
             sorted(f.split(" ", 1)[1].replace("send_flow_rem ", "") for f in new_flows))
     elif probe.via_controller:
@@ -188,7 +209,7 @@ def _send(ovs: OvsSandbox, probe: Probe, out: TextIO) -> int:
     else:
         how = "hit on the bridge's flow: no miss"
     left = ", ".join(sorted(moved)) or "nowhere"
-    ok = sorted(moved) == sorted(probe.expect)
+    ok = sorted(moved) == sorted(probe.expect) and (policy_held or not probe.by_policy)
     print(f"  {'ok ' if ok else 'BAD'} {probe.what:<42} {probe.in_port:>7} -> {left:<26} {how}",
           file=out)
     return 0 if ok else 1
