@@ -1156,6 +1156,8 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
                         "target, so it needs a fixed port, not 0")
     if policies:
         _check_reserved_priority(check, data)
+        if "OpenFlow10" in proxy.protocols:
+            _check_policies_fit_of10(check, policies, data)
     if check.issues:
         # File order, issues without a known line last.
         ordered = sorted(check.issues, key=lambda issue: issue.line or math.inf)
@@ -1163,6 +1165,23 @@ def parse_config(text: str, path: str | Path = "<string>") -> Config:
     return Config(proxy=proxy, rules=rules, controllers=controllers, source_path=Path(path),
                   metrics=metrics, backup=backup, ovsdb=ovsdb, vm_rules=tuple(vm_rules),
                   policies=policies)
+
+
+def _check_policies_fit_of10(check: _Checker, policies: Sequence[PolicyConfig],
+                             data: dict[str, Any]) -> None:
+    """A policy must hold on every bridge: one whose match OpenFlow 1.0 cannot express could
+    not be installed on a 1.0 bridge."""
+    from .openflow.flows import Unrepresentable, encode_match  # os-ken: only when needed
+
+    indices = {entry.get("name"): path for path, entry in check.tables(data, "policies")}
+    for policy in policies:
+        if policy.match is None:
+            continue
+        try:
+            encode_match(policy.match, 0x01)
+        except Unrepresentable as exc:
+            check.error(indices[policy.name] + ("match",), f"{exc}; a policy must hold on "
+                        "OpenFlow 1.0 bridges too, or take OpenFlow10 out of [proxy] protocols")
 
 
 def _check_reserved_priority(check: _Checker, data: dict[str, Any]) -> None:

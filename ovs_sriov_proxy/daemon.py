@@ -108,6 +108,13 @@ class Daemon:
     def _enforce_policies_without_tags(self, config: Config) -> None:
         """Policies that need no tags hold from the start. With [ovsdb], the manager makes the
         policy rules match the tags once it has read them; until then the backup's stand."""
+        if config.policies:
+            tied = sum(1 for _, rule in self.store.items()
+                       if rule.priority == POLICY_PRIORITY and not rule.pinned)
+            if tied:
+                log.warning("%d rules of priority %d (made before [[policies]] existed) tie with "
+                            "the policies: delete them (rules list shows them)", tied,
+                            POLICY_PRIORITY)
         untagged = policy_rules(config.policies, None)
         if self.config.ovsdb is None:
             self.store.replace_origin(POLICY_ORIGIN, untagged)
@@ -329,7 +336,8 @@ class Daemon:
         present = 0
         for record in records:
             rule = record.rule
-            if rule.origin == POLICY_ORIGIN:
+            if rule.origin == POLICY_ORIGIN or (rule.priority == POLICY_PRIORITY
+                                                and self.config.policies):
                 present += 1  # this host's own policies and tags decide: never imported
                 continue
             if rule.origin == "config":  # this host's config file owns origin "config"

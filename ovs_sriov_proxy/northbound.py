@@ -91,6 +91,7 @@ TAG_MASK = 0xFFFF << TAG_SHIFT
 _MAY_LEARN = frozenset({13, 14, 15})  # PACKET_OUT, FLOW_MOD, GROUP_MOD (1.0: PORT_MOD, no actions)
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
 OFPBRC_EPERM = 5  # the same code in 1.0 and 1.3+
+_WIDE_COMMANDS = (1, 3)  # OFPFC_MODIFY, OFPFC_DELETE: not strict
 OFPT_PACKET_OUT = 13  # the same number in every version
 OFPFC_ADD = 0
 RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
@@ -482,8 +483,9 @@ class Northbound:
         if put_back_table_miss:
             self.put_back_table_miss(bridge, controller)
         if (bridge.version == OFP10 and message.type == OFPT_FLOW_MOD and bridge.classifier.pinned
-                and len(message.raw) >= 58 and message.raw[57] != OFPFC_ADD):
-            # 1.0 has no cookie mask: the modify or delete may have reached a policy's flow.
+                and len(message.raw) >= 58 and message.raw[57] in _WIDE_COMMANDS):
+            # 1.0 has no cookie mask: a non-strict modify or delete may have reached a policy's
+            # flow. (A strict one names a priority below 65535: it cannot.)
             self.proxy.repin(bridge)
         return True
 

@@ -22,6 +22,7 @@ from ovs_sriov_proxy.targets import parse_passive
 from .test_ovsdb_manager import FakeClient, Host, settle
 
 OVSDB = '[ovsdb]\nremote = "unix:/nowhere"\n'
+A_MAC, B_MAC = "00:00:00:00:00:0a", "00:00:00:00:00:0b"
 WEB_MAC, DB_MAC = "fa:16:3e:00:00:02", "fa:16:3e:00:00:03"
 
 
@@ -95,6 +96,9 @@ match = "tcp,tp_dst=25"
      "policies[0].name", "'bad name' is not a name (use letters, digits, '_', '.', '-')"),
     ('[[policies]]\nname = "ok"\nmatch = "udp"\n[[policies]]\nname = "p"\nto_tag = "web"\n', 4,
      "policies[1]", "tags are read from OVSDB: add an [ovsdb] table"),
+    ('[[policies]]\nname = "v6"\nmatch = "ipv6,ipv6_src=::1"\n', 3, "policies[0].match",
+     "OpenFlow 0x01 has no field ipv6_src; a policy must hold on OpenFlow 1.0 bridges too, or "
+     "take OpenFlow10 out of [proxy] protocols"),
     ('[[rules]]\nflow = "priority=65535,tcp actions=drop"\n[[policies]]\nname = "p"\nmatch = "udp"\n',
      2, "rules[0].flow", "priority 65535 is reserved for [[policies]]; use 65534 or less"),
 ])
@@ -102,6 +106,12 @@ def test_policy_errors(text: str, line: int, key: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "proxy.toml")
     assert (caught.value.line, caught.value.key, caught.value.problem) == (line, key, problem)
+
+
+def test_a_policy_only_13_can_express_is_fine_without_10_bridges() -> None:
+    config = parse_config('[proxy]\nprotocols = ["OpenFlow13"]\n'
+                          '[[policies]]\nname = "v6"\nmatch = "ipv6,ipv6_src=::1"\n')
+    assert config.policies[0].match_text == "ipv6,ipv6_src=::1"
 
 
 def test_priority_65535_is_free_for_rules_without_policies() -> None:
@@ -239,14 +249,34 @@ def test_policies_are_on_the_bridge_before_anything_asks_and_stay_there() -> Non
     proxy = Proxy(store)
     session = SwitchSession(frozenset({OFP13}), SessionTiming(), now=0)
     proxy.handle_events(session, handshake_13(session))
-    first = [m for m in sent(session) if m.type == OFPT_FLOW_MOD]
+    first = sent(session)
     # The policy's drop goes first, before the reconcile's dump and the table-miss flow.
+    assert [m.type for m in first[:2]] == [OFPT_FLOW_MOD, 18]  # 18: MULTIPART_REQUEST
     pin = flow_mod(first[0])
     assert (pin.priority, dict(pin.match.items()), pin.instructions) == (
         65535, {"eth_type": 0x0800, "ip_proto": 6, "tcp_dst": 25}, [])
     bridge = next(iter(proxy.bridges.values()))
     [(policy_id, policy)] = bridge.classifier.pinned_rules()
     assert pin.cookie == PROXY_COOKIE_TAG | policy_id
+
+    # A miss answered by the rule below installs its flow. A new policy above it deletes
+    # nothing and keeps the rule's cached answer: the policy's flow is on the bridge, above.
+    from ovs_sriov_proxy.sandbox import tcp_frame
+
+    from .test_proxy_core import miss
+    web = tcp_frame(A_MAC, B_MAC, "10.0.0.1", "10.0.0.2", 1000, 80)
+    assert [m.type for m in miss(proxy, session, frame=web)] == [OFPT_FLOW_MOD, 13]
+    assert len(bridge.answers) == 1
+    change = store.replace_origin(POLICY_ORIGIN, policy_rules(
+        [_policy("smtp", "tcp,tp_dst=25"), _policy("web", "tcp,tp_dst=80")], None))
+    proxy.apply_rule_change(change)
+    [web_pin] = [flow_mod(m) for m in sent(session)]
+    assert (web_pin.command, web_pin.priority) == (of13.OFPFC_ADD, 65535)
+    assert len(bridge.answers) == 1
+    proxy.apply_rule_change(store.replace_origin(POLICY_ORIGIN, policy_rules(
+        [_policy("smtp", "tcp,tp_dst=25")], None)))
+    [web_unpinned] = [flow_mod(m) for m in sent(session)]
+    assert web_unpinned.command == of13.OFPFC_DELETE
 
     # Deleted behind the proxy's back: put back. Removed with its rule: not.
     removed = of13_removed(DP, pin.cookie, pin.match)
@@ -279,3 +309,120 @@ def of13_removed(dp, cookie: int, match):
 
     return ofproto_v1_3_parser.OFPFlowRemoved(dp, cookie=cookie, priority=65535, reason=2,
                                               table_id=0, match=match)
+
+
+# ---- the daemon and its control socket ----
+
+
+def _daemon(tmp_path: Path, extra: str = ""):
+    from ovs_sriov_proxy.daemon import Daemon
+
+    return Daemon(parse_config(f"""
+[proxy]
+state_dir = "{tmp_path}"
+control_socket = "{tmp_path / 'proxy.ctl'}"
+[backup]
+enabled = false
+[[policies]]
+name = "no-smtp"
+match = "tcp,tp_dst=25"
+{extra}"""))
+
+
+def test_the_operator_cannot_tie_with_or_delete_a_policy(tmp_path: Path) -> None:
+    from ovs_sriov_proxy.control import Dispatcher
+    from ovs_sriov_proxy.rules.records import RuleRecord
+    from ovs_sriov_proxy.rules.store import RuleMeta
+
+    daemon = _daemon(tmp_path)
+    [(policy_id, policy)] = [(i, r) for i, r in daemon.rules() if r.origin == POLICY_ORIGIN]
+    assert format_flow(policy) == "priority=65535,tcp,tp_dst=25 actions=drop"
+    dispatcher = Dispatcher(daemon)
+    reply = dispatcher.dispatch("proxy/add-rule", ["priority=65535,udp actions=output:2"])
+    assert (reply.ok, reply.text) == (
+        False, "priority 65535 is reserved for [[policies]]; use 65534 or less\n")
+    reply = dispatcher.dispatch("proxy/del-rule", [str(policy_id)])
+    assert not reply.ok and "enforces a policy" in reply.text
+    assert daemon.store.get(policy_id) == policy
+    # An import brings neither another host's policies nor a rule that would tie with ours.
+    meta = RuleMeta(inserted_at=0.0)
+    records = [RuleRecord(7, parse_flow("priority=65535,udp actions=drop", origin=POLICY_ORIGIN), meta),
+               RuleRecord(8, parse_flow("priority=65535,udp actions=output:2", origin="cli"), meta),
+               RuleRecord(9, parse_flow("priority=65534,udp actions=output:2", origin="cli"), meta)]
+    assert daemon.import_records(records) == (1, 2)
+    assert not any(r.priority == 65535 and not r.pinned for _, r in daemon.rules())
+
+
+def test_rules_of_65535_made_before_the_policies_are_reported(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    daemon = _daemon(tmp_path)
+    assert "tie with the policies" not in caplog.text
+    daemon.store.add(parse_flow("priority=65535,udp actions=drop", origin="import"))
+    daemon._enforce_policies_without_tags(daemon.config)  # as at start, with a restored backup
+    assert "1 rules of priority 65535 (made before [[policies]] existed) tie with the policies" \
+        in caplog.text
+
+
+# ---- what controllers send (the northbound with real sessions, no sockets) ----
+
+
+def _add_policy(proxy, match: str) -> None:
+    change = proxy.store.replace_origin(POLICY_ORIGIN, policy_rules([_policy("p", match)], None))
+    proxy.apply_rule_change(change)
+
+
+def test_a_packet_out_of_what_a_policy_drops_is_refused_with_eperm() -> None:
+    from os_ken.ofproto import ofproto_v1_3 as o13
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+    from ovs_sriov_proxy.openflow.framing import OFP13, hello
+    from ovs_sriov_proxy.sandbox import tcp_frame
+
+    from .test_idspaces_wiring import seeded, two_controllers_on_a_13_bridge
+    from .test_translate_wiring import DP13, bridge_out, build, parse
+
+    northbound, proxy, session, links = two_controllers_on_a_13_bridge()
+    seeded(northbound, proxy, session)
+    links[0].feed(hello(frozenset({OFP13})))
+    links[0].received()
+    _add_policy(proxy, "tcp,tp_dst=25")
+    bridge_out(session)  # the policy's pin
+
+    def packet_out(dport: int, xid: int) -> bytes:
+        frame = tcp_frame(A_MAC, B_MAC, "10.0.0.1", "10.0.0.2", 1000, dport)
+        return build(p13.OFPPacketOut(DP13, o13.OFP_NO_BUFFER, 1, [p13.OFPActionOutput(2)], frame),
+                     xid=xid)
+
+    links[0].feed(packet_out(25, 0x51))
+    assert bridge_out(session) == []
+    [refusal] = [parse(m.raw) for m in links[0].received()]
+    assert (refusal.xid, refusal.type, refusal.code) == (0x51, o13.OFPET_BAD_REQUEST,
+                                                         o13.OFPBRC_EPERM)
+    links[0].feed(packet_out(80, 0x52))
+    [relayed] = bridge_out(session)
+    assert relayed.type == o13.OFPT_PACKET_OUT and links[0].received() == []
+    bridge = next(iter(proxy.bridges.values()))
+    assert bridge.counters["policy_denied_packet_out:a"] == 1
+
+
+def test_on_a_10_bridge_policies_are_put_back_after_a_wide_modify_or_delete_only() -> None:
+    from os_ken.ofproto import ofproto_v1_0 as o10
+    from os_ken.ofproto import ofproto_v1_3 as o13
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+
+    from .test_translate_wiring import DP13, bridge_out, build, of13_controller_on_of10_bridge
+
+    northbound, session, (link,) = of13_controller_on_of10_bridge()
+    link.received()
+    _add_policy(northbound.proxy, "tcp,tp_dst=25")
+    [pin] = bridge_out(session)
+    for command, strict in ((o13.OFPFC_DELETE, False), (o13.OFPFC_MODIFY, False),
+                            (o13.OFPFC_DELETE_STRICT, True), (o13.OFPFC_ADD, True)):
+        link.feed(build(p13.OFPFlowMod(DP13, command=command, priority=7,
+                                       table_id=o13.OFPTT_ALL if command in (
+                                           o13.OFPFC_DELETE, o13.OFPFC_DELETE_STRICT) else 0,
+                                       out_port=o13.OFPP_ANY, out_group=o13.OFPG_ANY,
+                                       match=p13.OFPMatch(in_port=1))))
+        sent_now = bridge_out(session)
+        assert sent_now[0].type == o10.OFPT_FLOW_MOD
+        assert [m.raw[8:] for m in sent_now[1:]] == ([] if strict else [pin.raw[8:]]), command
