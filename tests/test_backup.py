@@ -85,6 +85,27 @@ def test_deletes_and_expiry_changes_reach_the_file_in_order(tmp_path: Path) -> N
     assert records[second].meta.expires_at == 80.0
 
 
+def test_a_clock_step_moves_every_lifetime_in_the_file_with_one_statement(tmp_path: Path) -> None:
+    path = tmp_path / "rules.db"
+    backup = SqliteBackup(path, flush_interval=3600)  # commits only on demand (and past
+    # EAGER_FLUSH queued changes: this test stays below)
+    backup.load()
+    backup.start()
+    store = RuleStore(listener=backup)
+    local = store.add(rule(1, origin="config"), now=100.0)
+    learned = [store.add(rule(n), now=100.0, expires_at=160.0) for n in range(2, 502)]
+    queued = backup.pending()
+    assert store.shift_times(3600.0) == 500
+    assert backup.pending() == queued  # one operation for the step, no rule left to acknowledge
+    after = store.add(rule(5000), now=3800.0, expires_at=3860.0)  # written after the step: as is
+    assert backup.flush(5)
+    backup.close(5)
+    records = {r.rule_id: r.meta for r in SqliteBackup(path).load().records}
+    assert records[local] == store.meta(local) == (100.0, None)  # no lifetime: not moved
+    assert all(records[i] == store.meta(i) == (3700.0, 3760.0) for i in learned)
+    assert records[after] == (3800.0, 3860.0)
+
+
 def test_a_rule_is_acknowledged_only_once_committed(tmp_path: Path) -> None:
     backup = SqliteBackup(tmp_path / "rules.db", flush_interval=3600)  # commits only on demand
     backup.load()

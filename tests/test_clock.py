@@ -45,6 +45,9 @@ class Saved:
     def rule_deleted(self, rule_id) -> None:
         self.saved.pop(rule_id, None)
 
+    def times_shifted(self, step: float) -> None:
+        self.saved = {i: None if at is None else at + step for i, at in self.saved.items()}
+
 
 def test_after_a_step_the_clock_takes_the_wall_time_again_and_lifetimes_move_with_it(
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,6 +64,8 @@ _SELECT = f"SELECT {', '.join(c for c in COLUMNS if c != 'cookie')} FROM rules"
 _UPSERT_HEAD = f"INSERT OR REPLACE INTO rules ({', '.join(COLUMNS)}) VALUES "
 _ROW_PLACEHOLDERS = f"({', '.join('?' * len(COLUMNS))})"
 _DELETE_HEAD = "DELETE FROM rules WHERE id IN ("
+_SHIFT = ("UPDATE rules SET inserted_at = inserted_at + ?, expires_at = expires_at + ? "
+          "WHERE expires_at IS NOT NULL")  # RuleStore.shift_times, in the file
 _TAIL = {_UPSERT_HEAD: "", _DELETE_HEAD: ")"}
 _NEXT_ID = ("INSERT INTO meta (key, value) VALUES ('next_id', ?) ON CONFLICT (key) "
             "DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))")
@@ -104,15 +106,26 @@ class RuleBackup(Protocol):
     def start(self) -> None: ...
     def rule_saved(self, rule_id: int, rule: FlowRule, meta: RuleMeta) -> None: ...
     def rule_deleted(self, rule_id: int) -> None: ...
+    def times_shifted(self, step: float) -> None: ...
     def is_acknowledged(self, rule_id: int) -> bool: ...
     def pending(self) -> int: ...
     def flush(self, timeout: float) -> bool: ...
     def close(self, timeout: float) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Shift:
+    """Queued like a save or a delete, in order: every rule with a lifetime moves by `step`."""
+
+    step: float
+
+
+_Operation = tuple[int, int, "RuleRecord | _Shift | None"]  # (seq, rule id, what); None: delete
+
+
 @dataclass(slots=True)
 class _Queue:
-    operations: list[tuple[int, int, RuleRecord | None]] = field(default_factory=list)
+    operations: list[_Operation] = field(default_factory=list)
     unacknowledged: dict[int, int] = field(default_factory=dict)  # rule id -> its last seq
     seq: int = 0
     committed: int = 0
@@ -224,7 +237,13 @@ class SqliteBackup:
     def rule_deleted(self, rule_id: int) -> None:
         self._enqueue(rule_id, None)
 
-    def _enqueue(self, rule_id: int, record: RuleRecord | None) -> None:
+    def times_shifted(self, step: float) -> None:
+        with self._lock:  # no rule id to acknowledge: one statement moves them all
+            queue = self._queue
+            queue.seq += 1
+            queue.operations.append((queue.seq, 0, _Shift(step)))
+
+    def _enqueue(self, rule_id: int, record: RuleRecord | _Shift | None) -> None:
         with self._lock:
             queue = self._queue
             queue.seq += 1
@@ -281,7 +300,7 @@ class SqliteBackup:
                 connection.close()
 
     def _commit(self, connection: sqlite3.Connection | None,
-                operations: list[tuple[int, int, RuleRecord | None]]) -> sqlite3.Connection | None:
+                operations: list[_Operation]) -> sqlite3.Connection | None:
         """Write one batch; on any failure keep it (in order, ahead of newer changes) for the
         next round, and start over with a new connection. Returns the connection to go on with."""
         try:
@@ -356,20 +375,27 @@ def _check_schema_version(connection: sqlite3.Connection) -> str | None:
 
 
 def _write(connection: sqlite3.Connection,
-           operations: list[tuple[int, int, RuleRecord | None]]) -> None:
+           operations: list[_Operation]) -> None:
     """Apply operations in order, in one transaction; runs of saves and deletes go in batches."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         start = 0
         while start < len(operations):
-            saving = operations[start][2] is not None
+            what = operations[start][2]
+            if isinstance(what, _Shift):
+                connection.execute(_SHIFT, (what.step, what.step))
+                start += 1
+                continue
+            saving = what is not None
             end = start
-            while end < len(operations) and (operations[end][2] is not None) == saving:
+            while end < len(operations) and (operations[end][2] is not None) == saving and \
+                    not isinstance(operations[end][2], _Shift):
                 end += 1
             batch = operations[start:end]
             if saving:
                 _execute_in_chunks(connection, _UPSERT_HEAD, _ROW_PLACEHOLDERS,
-                                   [record_row(r) for _, _, r in batch if r])
+                                   [record_row(r) for _, _, r in batch
+                                    if isinstance(r, RuleRecord)])
                 # Ids are never given twice, even after the highest ones are deleted.
                 connection.execute(_NEXT_ID, (max(rule_id for _, rule_id, _ in batch) + 1,))
             else:

@@ -64,6 +64,11 @@ class RuleListener(Protocol):
     def rule_saved(self, rule_id: int, rule: FlowRule, meta: RuleMeta) -> None: ...
     def rule_deleted(self, rule_id: int) -> None: ...
 
+    def times_shifted(self, step: float) -> None:
+        """Every rule with a lifetime had `step` added to its insertion and expiry times (one
+        call, not one per rule: a million learned rules would be a million writes)."""
+        ...
+
 
 class RuleStore:
     def __init__(self, listener: RuleListener | None = None) -> None:
@@ -236,10 +241,10 @@ class RuleStore:
         for rule_id, meta in list(self._meta.items()):
             if meta.expires_at is None:
                 continue
-            meta = self._meta[rule_id] = RuleMeta(meta.inserted_at + step, meta.expires_at + step)
+            self._meta[rule_id] = RuleMeta(meta.inserted_at + step, meta.expires_at + step)
             moved += 1
-            if self.listener is not None:
-                self.listener.rule_saved(rule_id, self._rules[rule_id], meta)
+        if moved and self.listener is not None:
+            self.listener.times_shifted(step)
         self._expiries = [(m.expires_at, i) for i, m in self._meta.items()
                           if m.expires_at is not None]
         heapq.heapify(self._expiries)
