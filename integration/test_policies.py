@@ -40,16 +40,19 @@ def lines(path: Path, prefix: str) -> list[str]:
 
 def test_a_policy_holds_whatever_the_controller_programs(ovs, proxy_factory, tmp_path) -> None:
     ovs.add_bridge("br0", datapath_id=1, ports={"br0-p1": 1, "br0-p2": 2, "br0-p3": 3})
-    ovs.vsctl("set", "Interface", "br0-p1", "external_ids:policy-tags=pci")
+    ovs.vsctl("set", "Interface", "br0-p1", "external_ids:policy-tags=pci",
+              f"external_ids:attached-mac={A}")
     ovs.vsctl("set", "Interface", "br0-p2", "external_ids:policy-tags=web",
               f"external_ids:attached-mac={B}")
     a_to_b = udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"pci to web")
     a_to_c = udp_frame(A, C, "10.0.0.1", "10.0.0.3", 1000, 2000, b"pci to elsewhere")
-    # The controller tries both ways around the policy: a flow at the top priority sending all
-    # of port 1 to port 2, and a PACKET_OUT of a pci-to-web frame "from port 1".
+    # The controller tries every way around the policy: a flow at the top priority sending all
+    # of port 1 to port 2, and PACKET_OUTs of a pci-to-web frame "from port 1" and "from the
+    # controller" (its source MAC is still the pci VM's).
     app_port = free_port()
     ovs.spawn("app", [sys.executable, str(APP), "--listen", str(app_port),
-                      "--proactive", "65535:1:2", "--packet-out", f"1:2:{a_to_b.hex()}"],
+                      "--proactive", "65535:1:2", "--packet-out", f"1:2:{a_to_b.hex()}",
+                      "--packet-out", f"{0xFFFFFFFD}:2:{a_to_b.hex()}"],
               ready=lambda: tcp_listening("127.0.0.1", app_port),
               allowed_log_lines=[r"^switch [0-9a-f]{16} connected$", r"^flow ", r"^flood ",
                                  r"^error ", r"^barrier$"],
@@ -69,9 +72,9 @@ def test_a_policy_holds_whatever_the_controller_programs(ovs, proxy_factory, tmp
     [theirs] = wait_until(lambda: [f for f in flows(ovs, "in_port=1") if "cookie=0x4300" in f],
                           15, "the controller's flow")
     assert "priority=65534,in_port=1 actions=output:2" in theirs
-    # Its PACKET_OUT was refused with EPERM (BAD_REQUEST 1, code 5) and sent nothing.
+    # Its PACKET_OUTs were refused with EPERM (BAD_REQUEST 1, code 5) and sent nothing.
     wait_until(lambda: lines(app_log, "barrier"), 15, "the app's barrier reply")
-    assert lines(app_log, "error ") == ["error type 1 code 5"]
+    assert lines(app_log, "error ") == ["error type 1 code 5"] * 2
 
     ovs.inject("br0-p1", a_to_b)  # dropped by the policy
     ovs.inject("br0-p1", a_to_c)  # not the policy's business: the controller's flow forwards it
@@ -97,7 +100,7 @@ def test_a_policy_holds_whatever_the_controller_programs(ovs, proxy_factory, tmp
     assert [b["name"] for b in show(target)["bridges"]] == ["br0"]
     proxy.stop()
     log = proxy.log_text()
-    assert "policy_denied_packet_out:app=1" in log and "priority_clamped:app=1" in log
+    assert "policy_denied_packet_out:app=2" in log and "priority_clamped:app=1" in log
 
 
 def test_a_policy_without_tags_holds_on_an_openflow_10_bridge(ovs, proxy_factory, tmp_path) -> None:

@@ -303,6 +303,9 @@ class Daemon:
             self._apply(change)
         return change
 
+    def set_ports_by_mac(self, ports: dict[str, dict[int, int]]) -> None:
+        self.proxy.ports_by_mac = ports
+
     def attach(self, bridge: str) -> str:
         """Attach a bridge through OVSDB; its status ("attached", "attaching", "waiting")."""
         if self.ovsdb is None:

@@ -564,9 +564,17 @@ class Northbound:
             packet_out = switch_side.decode_packet_out(bridge.version, message.raw)
         except RemoteProtocolError:
             return False  # the bridge refuses it with its own error
-        if not packet_out.data:
+        data = packet_out.data
+        if not data:
             return False  # a buffered packet came in through the policies already
-        policy = bridge.classifier.pinned_match(packet_key(packet_out.in_port, packet_out.data))
+        policy = bridge.classifier.pinned_match(packet_key(packet_out.in_port, data))
+        if policy is None and len(data) >= 12:
+            # A frame with a VM's source MAC is checked as coming from that VM's port too,
+            # whatever in_port the controller names.
+            port = self.proxy.ports_by_mac.get(bridge.name, {}).get(
+                int.from_bytes(data[6:12], "big"))
+            if port is not None and port != packet_out.in_port:
+                policy = bridge.classifier.pinned_match(packet_key(port, data))
         if policy is None:
             return False
         bridge.counters[f"policy_denied_packet_out:{controller}"] += 1

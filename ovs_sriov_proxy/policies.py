@@ -49,6 +49,17 @@ def _mac_value(text: str) -> int | None:
         return None
 
 
+def ports_by_mac(state: OvsState) -> dict[str, dict[int, int]]:
+    """Per bridge, the OpenFlow port of each interface's attached-mac (a VM's port)."""
+    found: dict[str, dict[int, int]] = {}
+    for bridge in state.bridges.values():
+        for interface in bridge.interfaces:
+            mac = _mac_value(interface.external_id(ATTACHED_MAC) or "")
+            if mac is not None and interface.ofport is not None and interface.ofport > 0:
+                found.setdefault(bridge.name, {})[mac] = interface.ofport
+    return found
+
+
 def policy_rules(policies: Sequence[PolicyConfig], state: OvsState | None) -> list[FlowRule]:
     """The drop rules that enforce `policies` given OVSDB's `state` (None: not read yet, so
     only the policies without tags apply). In policy order, without duplicates."""

@@ -89,6 +89,9 @@ class Host:
     def replace_rules(self, origin: str, rules: Iterable[FlowRule]) -> RuleChange:
         return self.store.replace_origin(origin, rules)
 
+    def set_ports_by_mac(self, ports: dict[str, dict[int, int]]) -> None:
+        self.ports_by_mac = ports
+
 
 def bridge(name: str, settings: BridgeSettings = BEFORE, *interfaces: InterfaceRow) -> BridgeRow:
     return BridgeRow(name, settings, tuple(interfaces))

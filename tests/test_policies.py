@@ -12,7 +12,7 @@ import pytest
 from ovs_sriov_proxy.config import ConfigError, OvsdbConfig, PolicyConfig, ProxyConfig, parse_config
 from ovs_sriov_proxy.ovsdb.manager import OvsdbManager
 from ovs_sriov_proxy.ovsdb.model import BridgeRow, BridgeSettings, InterfaceRow, OvsState
-from ovs_sriov_proxy.policies import interface_tags, policy_rules
+from ovs_sriov_proxy.policies import interface_tags, policy_rules, ports_by_mac
 from ovs_sriov_proxy.rules.classifier import Classifier
 from ovs_sriov_proxy.rules.flowparse import format_flow, parse_flow, parse_match
 from ovs_sriov_proxy.rules.model import POLICY_ORIGIN
@@ -212,10 +212,11 @@ def test_policy_rules_follow_the_tags_in_ovsdb(tmp_path: Path) -> None:
         await settle(lambda: manager.connected, "connected")
         assert policy_texts() == []
         client.bridges["br0"] = BridgeRow("br0", BridgeSettings(),
-                                          (iface("vf1", 1), iface("vf2", 2, "quarantine")))
+                                          (iface("vf1", 1), iface("vf2", 2, "quarantine", WEB_MAC)))
         client.publish()  # the operator tags vf2: no port came or went
         await settle(lambda: policy_texts() == ["priority=65535,in_port=2 actions=drop"],
                      "vf2 quarantined")
+        assert host.ports_by_mac == {"br0": {0xFA163E000002: 2}}  # for checking PACKET_OUTs
         manager.reload((), ())  # the policy leaves the config
         assert policy_texts() == []
         manager.reload((), (policy,))
@@ -403,6 +404,29 @@ def test_a_packet_out_of_what_a_policy_drops_is_refused_with_eperm() -> None:
     assert relayed.type == o13.OFPT_PACKET_OUT and links[0].received() == []
     bridge = next(iter(proxy.bridges.values()))
     assert bridge.counters["policy_denied_packet_out:a"] == 1
+
+    # A tagged policy: pci VMs never reach web VMs. A PACKET_OUT of a pci VM's frame to a web
+    # VM is refused whatever in_port it names, here CONTROLLER: the source MAC tells.
+    state = host_state(BridgeRow(bridge.name, BridgeSettings(), (
+        iface("vf1", 1, "pci", A_MAC), iface("vf2", 2, "web", B_MAC))))
+    change = proxy.store.replace_origin(POLICY_ORIGIN, policy_rules(
+        [PolicyConfig("pci-to-web", "pci", "web")], state))
+    proxy.apply_rule_change(change)
+    proxy.ports_by_mac = ports_by_mac(state)
+    assert proxy.ports_by_mac == {bridge.name: {0xA: 1, 0xB: 2}}
+    bridge_out(session)
+
+    def from_controller(src: str, xid: int) -> bytes:
+        frame = tcp_frame(src, B_MAC, "10.0.0.1", "10.0.0.2", 1000, 80)
+        return build(p13.OFPPacketOut(DP13, o13.OFP_NO_BUFFER, o13.OFPP_CONTROLLER,
+                                      [p13.OFPActionOutput(2)], frame), xid=xid)
+
+    links[0].feed(from_controller(A_MAC, 0x53))
+    assert bridge_out(session) == []
+    [refusal] = [parse(m.raw) for m in links[0].received()]
+    assert (refusal.xid, refusal.code) == (0x53, o13.OFPBRC_EPERM)
+    links[0].feed(from_controller("00:00:00:00:00:0c", 0x54))  # no VM's MAC: the controller's own
+    assert [m.type for m in bridge_out(session)] == [o13.OFPT_PACKET_OUT]
 
 
 def test_on_a_10_bridge_policies_are_put_back_after_a_wide_modify_or_delete_only() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import VM_ORIGIN, OvsdbConfig, PolicyConfig, ProxyConfig, VmRule
-from ..policies import policy_rules
+from ..policies import policy_rules, ports_by_mac
 from ..rules.model import POLICY_ORIGIN, FlowRule
 from ..rules.store import RuleChange
 from . import memory, offload
@@ -46,6 +46,9 @@ class RuleHost(Protocol):
     def remove_rule(self, rule_id: int) -> FlowRule: ...
 
     def replace_rules(self, origin: str, rules: Iterable[FlowRule]) -> RuleChange: ...
+
+    def set_ports_by_mac(self, ports: dict[str, dict[int, int]]) -> None:
+        """Per bridge, the port of each VM's MAC (for checking PACKET_OUTs against policies)."""
 
 
 class OvsdbManager:
@@ -185,6 +188,8 @@ class OvsdbManager:
     def _sync_policies(self) -> None:
         if self.state is None:
             return  # the tags are unknown: the rules of the last run (from the backup) stand
+        if self.policies:
+            self.host.set_ports_by_mac(ports_by_mac(self.state))
         wanted = policy_rules(self.policies, self.state)
         if wanted == self._policy_rules:
             return
