@@ -50,8 +50,11 @@ def check_config(config_path: str) -> None:
     config = _load_or_exit(config_path)
     count = len(config.vm_rules)
     vm_rules = f", {count} VM rule{'' if count == 1 else 's'}" if count else ""
-    click.echo(f"{config_path}: OK ({len(config.rules)} rules{vm_rules}, {len(config.controllers)} "
-               f"controllers, listening on {', '.join(str(t) for t in config.proxy.listen)})")
+    count = len(config.policies)
+    policies = f", {count} polic{'y' if count == 1 else 'ies'}" if count else ""
+    click.echo(f"{config_path}: OK ({len(config.rules)} rules{vm_rules}{policies}, "
+               f"{len(config.controllers)} controllers, listening on "
+               f"{', '.join(str(t) for t in config.proxy.listen)})")
 
 
 @main.command()

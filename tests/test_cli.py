@@ -14,7 +14,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "proxy.toml"
 def test_shipped_example_config_is_valid() -> None:
     result = CliRunner().invoke(main, ["check-config", "--config", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
-    assert "OK (3 rules" in result.output
+    assert "OK (3 rules, 1 VM rule, 1 policy, 0 controllers" in result.output
 
 
 def test_bad_rule_names_file_line_key_and_problem(tmp_path: Path) -> None:
