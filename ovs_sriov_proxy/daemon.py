@@ -303,7 +303,7 @@ class Daemon:
             self._apply(change)
         return change
 
-    def set_ports_by_mac(self, ports: dict[str, dict[int, int]]) -> None:
+    def set_ports_by_mac(self, ports: dict[str, dict[int, tuple[int, ...]]]) -> None:
         self.proxy.ports_by_mac = ports
 
     def attach(self, bridge: str) -> str:

@@ -3,9 +3,9 @@
 Builds a sandboxed Open vSwitch (dummy datapath, hw-offload on) with a bridge shaped like a
 hypervisor's br-int — an uplink and three VF representors — starts the proxy as its controller
 with sample rules, a sample network policy and a sample upstream controller (ovs-testcontroller,
-a learning switch) for what the rules do not cover, sends traffic, and prints what happened: where each frame left,
-whether it cost a miss, who answered it, the flows on the bridge and the proxy's own counters.
-Then it cleans up.
+a learning switch) for what the rules do not cover, sends traffic, and prints what happened:
+where each frame left, whether it cost a miss, who answered it, the flows on the bridge and the
+proxy's own counters. Then it cleans up.
 """
 
 from __future__ import annotations

@@ -571,10 +571,11 @@ class Northbound:
         if policy is None and len(data) >= 12:
             # A frame with a VM's source MAC is checked as coming from that VM's port too,
             # whatever in_port the controller names.
-            port = self.proxy.ports_by_mac.get(bridge.name, {}).get(
-                int.from_bytes(data[6:12], "big"))
-            if port is not None and port != packet_out.in_port:
-                policy = bridge.classifier.pinned_match(packet_key(port, data))
+            ports = self.proxy.ports_by_mac.get(bridge.name, {}).get(
+                int.from_bytes(data[6:12], "big"), ())
+            for port in ports:
+                if port != packet_out.in_port and policy is None:
+                    policy = bridge.classifier.pinned_match(packet_key(port, data))
         if policy is None:
             return False
         bridge.counters[f"policy_denied_packet_out:{controller}"] += 1

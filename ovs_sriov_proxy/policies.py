@@ -49,14 +49,16 @@ def _mac_value(text: str) -> int | None:
         return None
 
 
-def ports_by_mac(state: OvsState) -> dict[str, dict[int, int]]:
-    """Per bridge, the OpenFlow port of each interface's attached-mac (a VM's port)."""
-    found: dict[str, dict[int, int]] = {}
+def ports_by_mac(state: OvsState) -> dict[str, dict[int, tuple[int, ...]]]:
+    """Per bridge, the OpenFlow ports of each interface's attached-mac (a VM's port; two while
+    a VM moves between ports, or when a hook wrote one MAC twice)."""
+    found: dict[str, dict[int, tuple[int, ...]]] = {}
     for bridge in state.bridges.values():
         for interface in bridge.interfaces:
             mac = _mac_value(interface.external_id(ATTACHED_MAC) or "")
             if mac is not None and interface.ofport is not None and interface.ofport > 0:
-                found.setdefault(bridge.name, {})[mac] = interface.ofport
+                ports = found.setdefault(bridge.name, {})
+                ports[mac] = (*ports.get(mac, ()), interface.ofport)
     return found
 
 

@@ -142,7 +142,7 @@ class Proxy:
         self.learned_origins: frozenset[str] = frozenset()
         # Per bridge name, the OpenFlow port of each VM's MAC (Interface attached-mac, from
         # OVSDB): a controller's PACKET_OUT of a VM's frame is checked as coming from its port.
-        self.ports_by_mac: dict[str, dict[int, int]] = {}
+        self.ports_by_mac: dict[str, dict[int, tuple[int, ...]]] = {}
         self._fallback_templates: dict[tuple[int, str], flows.PacketOutTemplate] = {}
 
     # ---- session events ----

@@ -94,9 +94,10 @@ def test_a_clock_step_moves_every_lifetime_in_the_file_with_one_statement(tmp_pa
     store = RuleStore(listener=backup)
     local = store.add(rule(1, origin="config"), now=100.0)
     learned = [store.add(rule(n), now=100.0, expires_at=160.0) for n in range(2, 502)]
-    queued = backup.pending()
+    assert backup.flush(5) and backup.pending() == 0 and backup.is_acknowledged(local)
     assert store.shift_times(3600.0) == 500
-    assert backup.pending() == queued  # one operation for the step, no rule left to acknowledge
+    # One operation for the step; until it is committed no rule's copy is current.
+    assert backup.pending() == 1 and not backup.is_acknowledged(local)
     after = store.add(rule(5000), now=3800.0, expires_at=3860.0)  # written after the step: as is
     assert backup.flush(5)
     backup.close(5)

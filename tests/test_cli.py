@@ -14,7 +14,15 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "proxy.toml"
 def test_shipped_example_config_is_valid() -> None:
     result = CliRunner().invoke(main, ["check-config", "--config", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
-    assert "OK (3 rules, 1 VM rule, 1 policy, 0 controllers" in result.output
+    assert "OK (3 rules, 1 VM rule, 0 controllers" in result.output
+
+
+def test_check_config_counts_policies(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text('[[policies]]\nname = "a"\nmatch = "tcp,tp_dst=25"\n'
+                      '[[policies]]\nname = "b"\nmatch = "udp,tp_dst=69"\n')
+    result = CliRunner().invoke(main, ["check-config", "--config", str(config)])
+    assert result.exit_code == 0 and "OK (0 rules, 2 policies, 0 controllers" in result.output
 
 
 def test_bad_rule_names_file_line_key_and_problem(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ class Host:
     def replace_rules(self, origin: str, rules: Iterable[FlowRule]) -> RuleChange:
         return self.store.replace_origin(origin, rules)
 
-    def set_ports_by_mac(self, ports: dict[str, dict[int, int]]) -> None:
+    def set_ports_by_mac(self, ports: dict[str, dict[int, tuple[int, ...]]]) -> None:
         self.ports_by_mac = ports
 
 

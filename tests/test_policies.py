@@ -159,6 +159,12 @@ def test_bridge_scope_one_sided_policies_and_policies_without_tags() -> None:
     assert policy_rules([PolicyConfig("p", "nobody", None)], state) == []
 
 
+def test_a_mac_on_two_ports_maps_to_both() -> None:
+    moving = BridgeRow("br0", BridgeSettings(), (
+        iface("old", 3, mac=WEB_MAC), iface("new", 7, mac=WEB_MAC.upper()), iface("x", None, mac=DB_MAC)))
+    assert ports_by_mac(host_state(moving)) == {"br0": {0xFA163E000002: (3, 7)}}
+
+
 def test_the_same_drop_from_two_policies_is_one_rule() -> None:
     a = PolicyConfig("a", "pci", None, bridge="br-ex")
     b = PolicyConfig("b", "pci", None, bridge="br-ex")
@@ -216,7 +222,7 @@ def test_policy_rules_follow_the_tags_in_ovsdb(tmp_path: Path) -> None:
         client.publish()  # the operator tags vf2: no port came or went
         await settle(lambda: policy_texts() == ["priority=65535,in_port=2 actions=drop"],
                      "vf2 quarantined")
-        assert host.ports_by_mac == {"br0": {0xFA163E000002: 2}}  # for checking PACKET_OUTs
+        assert host.ports_by_mac == {"br0": {0xFA163E000002: (2,)}}  # for checking PACKET_OUTs
         manager.reload((), ())  # the policy leaves the config
         assert policy_texts() == []
         manager.reload((), (policy,))
@@ -413,7 +419,7 @@ def test_a_packet_out_of_what_a_policy_drops_is_refused_with_eperm() -> None:
         [PolicyConfig("pci-to-web", "pci", "web")], state))
     proxy.apply_rule_change(change)
     proxy.ports_by_mac = ports_by_mac(state)
-    assert proxy.ports_by_mac == {bridge.name: {0xA: 1, 0xB: 2}}
+    assert proxy.ports_by_mac == {bridge.name: {0xA: (1,), 0xB: (2,)}}
     bridge_out(session)
 
     def from_controller(src: str, xid: int) -> bytes:

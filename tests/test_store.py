@@ -16,6 +16,9 @@ class Recorder:
     def rule_deleted(self, rule_id) -> None:
         self.events.append(("deleted", rule_id))
 
+    def times_shifted(self, step) -> None:
+        self.events.append(("shifted", step))
+
 
 def flow(n: int, origin: str = "ctl") -> object:
     return parse_flow(f"priority={n},udp actions=output:2", origin=origin)

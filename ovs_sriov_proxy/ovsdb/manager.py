@@ -47,7 +47,7 @@ class RuleHost(Protocol):
 
     def replace_rules(self, origin: str, rules: Iterable[FlowRule]) -> RuleChange: ...
 
-    def set_ports_by_mac(self, ports: dict[str, dict[int, int]]) -> None:
+    def set_ports_by_mac(self, ports: dict[str, dict[int, tuple[int, ...]]]) -> None:
         """Per bridge, the port of each VM's MAC (for checking PACKET_OUTs against policies)."""
 
 
@@ -188,8 +188,7 @@ class OvsdbManager:
     def _sync_policies(self) -> None:
         if self.state is None:
             return  # the tags are unknown: the rules of the last run (from the backup) stand
-        if self.policies:
-            self.host.set_ports_by_mac(ports_by_mac(self.state))
+        self.host.set_ports_by_mac(ports_by_mac(self.state) if self.policies else {})
         wanted = policy_rules(self.policies, self.state)
         if wanted == self._policy_rules:
             return

@@ -129,6 +129,7 @@ class _Queue:
     unacknowledged: dict[int, int] = field(default_factory=dict)  # rule id -> its last seq
     seq: int = 0
     committed: int = 0
+    shift_seq: int = 0  # the last clock step queued: until committed, no rule is backed up as is
 
 
 class SqliteBackup:
@@ -242,6 +243,9 @@ class SqliteBackup:
             queue = self._queue
             queue.seq += 1
             queue.operations.append((queue.seq, 0, _Shift(step)))
+            queue.shift_seq = queue.seq
+            if len(queue.operations) == EAGER_FLUSH:
+                self._wake.notify_all()
 
     def _enqueue(self, rule_id: int, record: RuleRecord | _Shift | None) -> None:
         with self._lock:
@@ -253,10 +257,12 @@ class SqliteBackup:
                 self._wake.notify_all()  # one Condition wakes the writer and flushers alike
 
     def is_acknowledged(self, rule_id: int) -> bool:
-        return rule_id not in self._queue.unacknowledged  # a dict read; the GIL makes it atomic
+        queue = self._queue  # dict and int reads; the GIL makes each atomic
+        return rule_id not in queue.unacknowledged and queue.shift_seq <= queue.committed
 
     def pending(self) -> int:
-        return len(self._queue.unacknowledged)
+        queue = self._queue
+        return len(queue.unacknowledged) + (queue.shift_seq > queue.committed)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is committed; False if `timeout` passed first."""
@@ -376,7 +382,8 @@ def _check_schema_version(connection: sqlite3.Connection) -> str | None:
 
 def _write(connection: sqlite3.Connection,
            operations: list[_Operation]) -> None:
-    """Apply operations in order, in one transaction; runs of saves and deletes go in batches."""
+    """Apply operations in order, in one transaction; runs of saves and deletes go in batches,
+    a clock step is one UPDATE (applied once: a failed transaction rolls it back too)."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         start = 0
