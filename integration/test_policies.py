@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -130,3 +132,38 @@ def test_a_policy_without_tags_holds_on_an_openflow_10_bridge(ovs, proxy_factory
     assert out2.wait_frames(1) == [web]
     proxy.stop()
     assert "won_by:tc=1" in proxy.log_text()
+
+
+def test_policies_survive_a_restart_and_follow_a_reload(ovs, proxy_factory, tmp_path) -> None:
+    """A restarted proxy finds its policy's drop on the bridge and keeps it (same rule id, same
+    cookie: restored from the backup), and a SIGHUP adds and removes policies at once."""
+    ovs.add_bridge("br0", datapath_id=1, ports={"br0-p1": 1, "br0-p2": 2, "br0-p3": 3})
+    ovs.vsctl("set", "Interface", "br0-p1", "external_ids:policy-tags=pci")
+    ovs.vsctl("set", "Interface", "br0-p2", "external_ids:policy-tags=web",
+              f"external_ids:attached-mac={B}")
+    port = free_port()
+    text = config(port, tmp_path, ovs,
+                  rules=POLICY + '[[rules]]\nflow = "priority=100,udp actions=output:2"\n')
+    first = proxy_factory(text)
+    [drop] = wait_until(lambda: policy_flows(ovs), 15, "the policy's flow on br0")
+    cookie = drop.split(",")[0]
+    first.stop()
+    second = proxy_factory(text)
+    target = tmp_path / "proxy.ctl"
+    wait_until(lambda: [b["name"] for b in show(target)["bridges"]] == ["br0"], 15,
+               "br0 back on the restarted proxy")
+    wait_until(lambda: counter(target, "br0", "flows_kept") >= 1, 10, "the reconcile")
+    assert [line.split(",")[0] for line in policy_flows(ovs)] == [cookie]
+    out2 = ovs.capture("br0-p2")
+    other = udp_frame(C, B, "10.0.0.3", "10.0.0.2", 1000, 2000, b"other")
+    ovs.inject("br0-p1", udp_frame(A, B, "10.0.0.1", "10.0.0.2", 1000, 2000, b"pci to web"))
+    ovs.inject("br0-p3", other)  # the rule sends both to port 2; the policy drops the first
+    assert out2.wait_frames(1) == [other]
+
+    # A reload that adds a policy without tags and drops the tagged one.
+    second.config_path.write_text(text.replace(POLICY, '\n[[policies]]\nname = "no-dns"\n'
+                                                      'match = "udp,tp_dst=53"\n'))
+    os.kill(second.pid, signal.SIGHUP)
+    wait_until(lambda: [line for line in policy_flows(ovs) if "tp_dst=53" in line], 10,
+               "the new policy's flow")
+    wait_until(lambda: len(policy_flows(ovs)) == 1, 10, "the old policy's flow gone")
