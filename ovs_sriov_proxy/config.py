@@ -634,13 +634,7 @@ def _primacy(check: _Checker, data: dict[str, Any], path: KeyPath) -> PrimacyCon
     rate: float | None = None
     if "max_packet_in_rate" in data:
         rate = check.number(data, path, "max_packet_in_rate", 0.0)
-    scope, scope_text = None, ""
-    text = check.get(data, path, "scope", str, "an ovs-ofctl match string")
-    if text is not _MISSING:
-        try:
-            scope, scope_text = parse_match(text), text
-        except FlowSyntaxError as exc:
-            check.error(path + ("scope",), str(exc))
+    scope, scope_text = _match(check, data, path, "scope")
     return PrimacyConfig(tuple(windows), rate or None, scope, scope_text)
 
 
@@ -648,6 +642,20 @@ _PROXY_KEYS = (
     "listen", "state_dir", "protocols", "miss_fallback", "echo_interval", "dead_interval",
     "hello_timeout", "miss_timeout_ms", "tls", "control_socket", "priority_bands",
 )
+
+
+def _match(check: _Checker, data: dict[str, Any], path: KeyPath,
+           key: str) -> tuple[Match | None, str]:
+    """An ovs-ofctl match under `key`, and its text; (None, text) when it is wrong (reported),
+    (None, "") when absent."""
+    text = check.get(data, path, key, str, "an ovs-ofctl match string")
+    if text is _MISSING:
+        return None, ""
+    try:
+        return parse_match(text), text
+    except FlowSyntaxError as exc:
+        check.error(path + (key,), str(exc))
+        return None, text
 
 
 def _proxy(check: _Checker, data: dict[str, Any]) -> ProxyConfig:
@@ -832,15 +840,10 @@ def _policies(check: _Checker, data: dict[str, Any]) -> tuple[PolicyConfig, ...]
         if bridge is not _MISSING and not _BRIDGE_RE.fullmatch(bridge):
             check.error(path + ("bridge",), f"{bridge!r} is not a bridge name")
             bridge = _MISSING
-        match: Match | None = None
-        match_text = ""
-        text = check.get(entry, path, "match", str, "an ovs-ofctl match")
-        if text is not _MISSING:
-            try:
-                match, match_text = parse_match(text), text
-            except FlowSyntaxError as exc:
-                check.error(path + ("match",), str(exc))
-                continue
+        match, match_text = _match(check, entry, path, "match")
+        if match_text and match is None:
+            continue  # reported
+        if match is not None:
             if not match.mask:
                 check.error(path + ("match",), "matches every packet: a policy must narrow it")
                 continue

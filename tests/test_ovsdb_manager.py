@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ovs_sriov_proxy.config import OvsdbConfig, ProxyConfig, VmRule
+from ovs_sriov_proxy.config import OvsdbConfig, PolicyConfig, ProxyConfig, VmRule
 from ovs_sriov_proxy.ovsdb import manager as manager_module
 from ovs_sriov_proxy.ovsdb.idl import BridgeNotFound
 from ovs_sriov_proxy.ovsdb.manager import OvsdbManager
@@ -98,7 +98,8 @@ def bridge(name: str, settings: BridgeSettings = BEFORE, *interfaces: InterfaceR
 
 
 def make(tmp_path: Path, *, bridges: tuple[str, ...] = ("br0",),
-         vm_templates: tuple[VmRule, ...] = ()) -> tuple[OvsdbManager, FakeClient, Host]:
+         vm_templates: tuple[VmRule, ...] = (),
+         policies: tuple[PolicyConfig, ...] = ()) -> tuple[OvsdbManager, FakeClient, Host]:
     host = Host()
     clients: list[FakeClient] = []
 
@@ -110,7 +111,7 @@ def make(tmp_path: Path, *, bridges: tuple[str, ...] = ("br0",),
         OvsdbConfig(remote="unix:/nowhere", bridges=bridges, vswitchd_ctl=None),
         ProxyConfig(listen=(parse_passive("ptcp:6653:127.0.0.1"),), state_dir=tmp_path,
                     protocols=("OpenFlow13",)),
-        vm_templates, host, client_factory=factory)
+        vm_templates, host, client_factory=factory, policies=policies)
     return manager, clients[0], host
 
 

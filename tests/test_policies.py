@@ -4,22 +4,19 @@ and how those rules rank among the proxy's others."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ovs_sriov_proxy.config import ConfigError, OvsdbConfig, PolicyConfig, ProxyConfig, parse_config
-from ovs_sriov_proxy.ovsdb.manager import OvsdbManager
+from ovs_sriov_proxy.config import ConfigError, PolicyConfig, parse_config
 from ovs_sriov_proxy.ovsdb.model import BridgeRow, BridgeSettings, InterfaceRow, OvsState
 from ovs_sriov_proxy.policies import interface_tags, policy_rules, ports_by_mac
 from ovs_sriov_proxy.rules.classifier import Classifier
 from ovs_sriov_proxy.rules.flowparse import format_flow, parse_flow, parse_match
 from ovs_sriov_proxy.rules.model import POLICY_ORIGIN
 from ovs_sriov_proxy.rules.store import RuleStore
-from ovs_sriov_proxy.targets import parse_passive
 
-from .test_ovsdb_manager import FakeClient, Host, settle
+from .test_ovsdb_manager import make, settle
 
 OVSDB = '[ovsdb]\nremote = "unix:/nowhere"\n'
 A_MAC, B_MAC = "00:00:00:00:00:0a", "00:00:00:00:00:0b"
@@ -197,18 +194,7 @@ def test_policy_rules_follow_the_tags_in_ovsdb(tmp_path: Path) -> None:
     policy = PolicyConfig("quarantine", "quarantine", None)
 
     async def scenario() -> None:
-        host = Host()
-        clients: list[FakeClient] = []
-
-        def factory(remote: str, on_state: Callable[[OvsState | None], None]) -> FakeClient:
-            clients.append(FakeClient(remote, on_state))
-            return clients[-1]
-
-        manager = OvsdbManager(
-            OvsdbConfig(remote="unix:/nowhere", bridges=(), vswitchd_ctl=None),
-            ProxyConfig(listen=(parse_passive("ptcp:6653:127.0.0.1"),), state_dir=tmp_path),
-            (), host, client_factory=factory, policies=(policy,))
-        client = clients[0]
+        manager, client, host = make(tmp_path, bridges=(), policies=(policy,))
         client.bridges["br0"] = BridgeRow("br0", BridgeSettings(), (iface("vf1", 1), iface("vf2", 2)))
 
         def policy_texts() -> list[str]:
