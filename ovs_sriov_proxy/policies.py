@@ -75,6 +75,13 @@ def policy_rules(policies: Sequence[PolicyConfig], state: OvsState | None) -> li
     return rules
 
 
+def policy_name(rule: FlowRule) -> str | None:
+    """The name of the policy a rule enforces, from its text ("policy NAME: FLOW"), which the
+    backup keeps: a restored rule still says where it came from."""
+    head, separator, _ = rule.text.partition(": ")
+    return head.removeprefix("policy ") if separator and head.startswith("policy ") else None
+
+
 def _all_rules(policies: Sequence[PolicyConfig], state: OvsState | None) -> Iterable[FlowRule]:
     for policy in policies:
         if not policy.uses_tags:

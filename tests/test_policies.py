@@ -442,3 +442,23 @@ def test_on_a_10_bridge_policies_are_put_back_after_a_wide_modify_or_delete_only
         sent_now = bridge_out(session)
         assert sent_now[0].type == o10.OFPT_FLOW_MOD
         assert [m.raw[8:] for m in sent_now[1:]] == ([] if strict else [pin.raw[8:]]), command
+
+
+def test_a_reload_before_ovsdb_was_read_keeps_the_tagged_rules_of_the_last_run(
+        tmp_path: Path) -> None:
+    quarantine = PolicyConfig("quarantine", "quarantine", None)
+    smtp = _policy("no-smtp", "tcp,tp_dst=25")
+    manager, _client, host = make(tmp_path, bridges=(), policies=(quarantine,))
+    # The rules backup brought the last run's drop of the tagged policy (OVSDB not read yet).
+    [restored] = policy_rules([quarantine], host_state(
+        BridgeRow("br0", BridgeSettings(), (iface("vf2", 2, "quarantine"),))))
+    host.store.add(restored)
+
+    def texts_now() -> list[str]:
+        return sorted(r.text for _, r in host.rules() if r.origin == POLICY_ORIGIN)
+
+    manager.reload((), (quarantine, smtp))  # a policy without tags: enforced at once
+    assert texts_now() == ["policy no-smtp: priority=65535,tcp,tp_dst=25 actions=drop",
+                           "policy quarantine: priority=65535,in_port=2 actions=drop"]
+    manager.reload((), (smtp,))  # the tagged policy left the config: its rule goes
+    assert texts_now() == ["policy no-smtp: priority=65535,tcp,tp_dst=25 actions=drop"]

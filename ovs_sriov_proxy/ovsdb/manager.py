@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import VM_ORIGIN, OvsdbConfig, PolicyConfig, ProxyConfig, VmRule
-from ..policies import policy_rules, ports_by_mac
+from ..policies import policy_name, policy_rules, ports_by_mac
 from ..rules.model import POLICY_ORIGIN, FlowRule
 from ..rules.store import RuleChange
 from . import memory, offload
@@ -187,7 +187,8 @@ class OvsdbManager:
 
     def _sync_policies(self) -> None:
         if self.state is None:
-            return  # the tags are unknown: the rules of the last run (from the backup) stand
+            self._sync_policies_before_ovsdb()
+            return
         self.host.set_ports_by_mac(ports_by_mac(self.state) if self.policies else {})
         wanted = policy_rules(self.policies, self.state)
         if wanted == self._policy_rules:
@@ -198,6 +199,15 @@ class OvsdbManager:
             log.info("%s: %s", rule.bridge or "every bridge", rule.text)
         for _, rule in change.removed:
             log.info("%s: no longer enforced: %s", rule.bridge or "every bridge", rule.text)
+
+    def _sync_policies_before_ovsdb(self) -> None:
+        """A reload before OVSDB was read: the tags are unknown, so the tagged policies that
+        are still configured keep the rules of the last run (from the backup); the others are
+        as the new config says. The first read of OVSDB then recomputes everything."""
+        tagged = {policy.name for policy in self.policies if policy.uses_tags}
+        kept = [rule for _, rule in self.host.rules()
+                if rule.origin == POLICY_ORIGIN and policy_name(rule) in tagged]
+        self.host.replace_rules(POLICY_ORIGIN, kept + policy_rules(self.policies, None))
 
     def reload(self, vm_templates: Sequence[VmRule],
                policies: Sequence[PolicyConfig] = ()) -> None:
