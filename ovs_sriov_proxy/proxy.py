@@ -610,6 +610,10 @@ class Proxy:
             if self._agrees_with_store(bridge, rule_id, stat, match):
                 bridge.installed.setdefault(rule_id, set()).add((stat.priority, match))
                 bridge.counters["flows_kept"] += 1
+            elif (twin := self._pinned_twin(bridge, stat.priority, match)) is not None:
+                # A policy's drop under an older id: 1.0's strict delete has no cookie and
+                # would take the current one too. Adding it again replaces the flow's cookie.
+                self._pin(bridge, *twin)
             else:
                 self._delete_strict(bridge, stat.priority, match, rule_id)
                 bridge.counters["stale_flows_deleted"] += 1
@@ -617,6 +621,16 @@ class Proxy:
             bridge.reconcile_xid = None
             self._reinstall_learned(bridge)
             bridge.reconcile_present = set()
+
+    @staticmethod
+    def _pinned_twin(bridge: Bridge, priority: int, match: Match) -> tuple[int, FlowRule] | None:
+        """On 1.0, the pinned rule whose flow has exactly this priority and match."""
+        if bridge.version != OFP10 or not bridge.classifier.pinned:
+            return None
+        for rule_id, rule in bridge.classifier.pinned_rules():
+            if (rule.priority, rule.match) == (priority, match):
+                return rule_id, rule
+        return None
 
     def _agrees_with_store(self, bridge: Bridge, rule_id: int, stat: Any, match: Match) -> bool:
         """Whether a proxy flow found on the bridge (os-ken flow stats) is one the proxy would

@@ -4,9 +4,11 @@ and how those rules rank among the proxy's others."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import pytest
+from os_ken.ofproto import ofproto_protocol
 
 from ovs_sriov_proxy.config import ConfigError, PolicyConfig, parse_config
 from ovs_sriov_proxy.ovsdb.model import BridgeRow, BridgeSettings, InterfaceRow, OvsState
@@ -462,3 +464,45 @@ def test_a_reload_before_ovsdb_was_read_keeps_the_tagged_rules_of_the_last_run(
                            "policy quarantine: priority=65535,in_port=2 actions=drop"]
     manager.reload((), (smtp,))  # the tagged policy left the config: its rule goes
     assert texts_now() == ["policy no-smtp: priority=65535,tcp,tp_dst=25 actions=drop"]
+
+
+def test_on_10_a_stale_drop_of_a_policy_is_replaced_not_deleted_with_the_current_one() -> None:
+    """1.0 deletes cannot name a cookie: a strict delete of a policy's drop left under an older
+    id (a policy renamed while the bridge was away) would also take the current one."""
+    from os_ken.ofproto import ofproto_v1_0 as o10
+    from os_ken.ofproto import ofproto_v1_0_parser as p10
+
+    from ovs_sriov_proxy.openflow.framing import OFP10, OFPT_FLOW_MOD, OFPT_HELLO, simple_message
+    from ovs_sriov_proxy.proxy import Proxy
+    from ovs_sriov_proxy.rules.store import PROXY_COOKIE_TAG
+    from ovs_sriov_proxy.sessions.switch import SessionTiming, SwitchSession
+
+    from .test_proxy_core import sent
+
+    store = RuleStore()
+    store.replace_origin(POLICY_ORIGIN, policy_rules([_policy("p", "in_port=2")], None))
+    proxy = Proxy(store)
+    session = SwitchSession(frozenset({OFP10}), SessionTiming(), now=0)
+    session.data_to_send()
+    session.receive_data(simple_message(OFP10, OFPT_HELLO, 1), 0)
+    features_xid = sent(session)[0].xid
+    body = struct.pack("!QIB3xII", 7, 256, 1, 0, 0)
+    proxy.handle_events(session, session.receive_data(simple_message(OFP10, 6, features_xid, body), 0))
+    pin, dump = sent(session)
+    assert (pin.type, dump.type) == (OFPT_FLOW_MOD, 16)
+    dp = ofproto_protocol.ProtocolDesc(OFP10)
+    buf = bytearray()
+    p10.OFPMatch(wildcards=o10.OFPFW_ALL & ~o10.OFPFW_IN_PORT, in_port=2).serialize(buf, 0)
+    stale = struct.pack("!HBx40sIIHHHxxxxxxQQQ", 88, 0, bytes(buf), 0, 0, 65535, 0, 0,
+                        PROXY_COOKIE_TAG | 99, 0, 0)
+    reply_body = struct.pack("!HH", 1, 0) + stale
+    reply = struct.pack("!BBHI", OFP10, 17, 8 + len(reply_body), dump.xid) + reply_body
+    proxy.handle_events(session, session.receive_data(reply, 1))
+    [again] = sent(session)
+    mod = p10.OFPFlowMod.parser(dp, OFP10, OFPT_FLOW_MOD, len(again.raw), again.xid, again.raw)
+    assert (mod.command, mod.priority, mod.cookie) == (o10.OFPFC_ADD, 65535,
+                                                      flow_mod_cookie(pin.raw))
+
+
+def flow_mod_cookie(raw: bytes) -> int:
+    return struct.unpack_from("!Q", raw, 48)[0]  # OpenFlow 1.0: after the header and the match
