@@ -58,6 +58,7 @@ from .openflow.framing import (
     OFPT10_STATS_REPLY,
     OFPT13_MULTIPART_REPLY,
     OFPT_FLOW_MOD,
+    OFPT_PACKET_OUT,
     VERSION_NAMES,
     VERSIONS_BY_NAME,
     Message,
@@ -92,7 +93,6 @@ _MAY_LEARN = frozenset({13, 14, 15})  # PACKET_OUT, FLOW_MOD, GROUP_MOD (1.0: PO
 OFPBRC_BUFFER_UNKNOWN = 8  # the same code in 1.0 and 1.3+
 OFPBRC_EPERM = 5  # the same code in 1.0 and 1.3+
 _WIDE_COMMANDS = (1, 3)  # OFPFC_MODIFY, OFPFC_DELETE: not strict
-OFPT_PACKET_OUT = 13  # the same number in every version
 OFPFC_ADD = 0
 RETAIN_GRACE = 10.0  # seconds a bridge's link may take to reach a controller before it is "away"
 LISTING_TIMEOUT = 5.0  # seconds the bridge may take to list its groups and meters

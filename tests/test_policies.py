@@ -472,22 +472,14 @@ def test_on_10_a_stale_drop_of_a_policy_is_replaced_not_deleted_with_the_current
     from os_ken.ofproto import ofproto_v1_0 as o10
     from os_ken.ofproto import ofproto_v1_0_parser as p10
 
-    from ovs_sriov_proxy.openflow.framing import OFP10, OFPT_FLOW_MOD, OFPT_HELLO, simple_message
-    from ovs_sriov_proxy.proxy import Proxy
+    from ovs_sriov_proxy.openflow.framing import OFP10, OFPT_FLOW_MOD
     from ovs_sriov_proxy.rules.store import PROXY_COOKIE_TAG
-    from ovs_sriov_proxy.sessions.switch import SessionTiming, SwitchSession
 
-    from .test_proxy_core import sent
+    from .test_proxy_core import connect_10, sent
 
     store = RuleStore()
     store.replace_origin(POLICY_ORIGIN, policy_rules([_policy("p", "in_port=2")], None))
-    proxy = Proxy(store)
-    session = SwitchSession(frozenset({OFP10}), SessionTiming(), now=0)
-    session.data_to_send()
-    session.receive_data(simple_message(OFP10, OFPT_HELLO, 1), 0)
-    features_xid = sent(session)[0].xid
-    body = struct.pack("!QIB3xII", 7, 256, 1, 0, 0)
-    proxy.handle_events(session, session.receive_data(simple_message(OFP10, 6, features_xid, body), 0))
+    proxy, session = connect_10(store)
     pin, dump = sent(session)
     assert (pin.type, dump.type) == (OFPT_FLOW_MOD, 16)
     dp = ofproto_protocol.ProtocolDesc(OFP10)

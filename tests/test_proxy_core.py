@@ -187,12 +187,10 @@ def test_strict_deletes_are_scoped_to_the_rules_cookie() -> None:
     assert (delete.cookie, delete.cookie_mask) == (PROXY_COOKIE_TAG | rule_id, 2**64 - 1)
 
 
-def connected_10(rules: list[str]) -> tuple[Proxy, SwitchSession, int]:
-    """A proxy with an OF1.0 bridge; returns the xid of the proxy's stale-flow dump request."""
+def connect_10(store: RuleStore) -> tuple[Proxy, SwitchSession]:
+    """A proxy over `store` whose OF1.0 bridge has just connected (nothing read of its output)."""
     from ovs_sriov_proxy.openflow.framing import OFP10, OFPT_HELLO, simple_message
 
-    store = RuleStore()
-    store.replace_origin("config", [parse_flow(r) for r in rules])
     proxy = Proxy(store)
     session = SwitchSession(frozenset({OFP10}), SessionTiming(), now=0)
     session.data_to_send()
@@ -200,6 +198,14 @@ def connected_10(rules: list[str]) -> tuple[Proxy, SwitchSession, int]:
     features_xid = sent(session)[0].xid
     body = struct.pack("!QIB3xII", 7, 256, 1, 0, 0)
     proxy.handle_events(session, session.receive_data(simple_message(OFP10, 6, features_xid, body), 0))
+    return proxy, session
+
+
+def connected_10(rules: list[str]) -> tuple[Proxy, SwitchSession, int]:
+    """A proxy with an OF1.0 bridge; returns the xid of the proxy's stale-flow dump request."""
+    store = RuleStore()
+    store.replace_origin("config", [parse_flow(r) for r in rules])
+    proxy, session = connect_10(store)
     (dump,) = sent(session)
     assert dump.type == 16  # OFPT_STATS_REQUEST (flows)
     return proxy, session, dump.xid
