@@ -677,17 +677,12 @@ class Proxy:
 
     def _reinstall_learned(self, bridge: Bridge) -> None:
         """Learned rules stood on the bridge as the controller's flows: put back those missing
-        (after an OVS restart, all), with what is left of their hard timeouts. Pinned rules
-        (policies) stand on the bridge always: put those missing. Other local rules are
-        installed on demand, as always."""
+        (after an OVS restart, all), with what is left of their hard timeouts. Local rules are
+        installed on demand, as always (pinned ones went in when the bridge connected)."""
         now = clock.now()
         session = bridge.session
         present = bridge.reconcile_present
         for rule_id, rule in bridge.classifier.rules():
-            if rule.pinned:
-                if rule_id not in bridge.installed:
-                    self._pin(bridge, rule_id, rule)
-                continue
             if (not is_learned(rule) or rule_id in bridge.installed
                     or rule_id in bridge.unconfirmed or (rule.priority, rule.match) in present):
                 continue  # on the bridge already (perhaps as its controller's flow), or in doubt
